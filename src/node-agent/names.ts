@@ -1,0 +1,17 @@
+import { sha256hex } from '../shared/crypto.js';
+
+/**
+ * Host-side name of a workload's veth: `nwc` + 11 hex chars of a hash of
+ * (tenant, workload) — deterministic, unique in practice, <= 15 characters,
+ * and matched by the nftables wildcard `nwc*`.
+ */
+export function containerInterfaceName(tenant: string, workload: string): string {
+  return `nwc${sha256hex(`${tenant}/${workload}`).slice(0, 11)}`;
+}
+
+/** All netwall container veths start with this; the firewall matches `nwc*`. */
+export const CONTAINER_IF_PREFIX = 'nwc';
+/** All netwall WireGuard interfaces start with this; the firewall matches `nw-*`. */
+export const TENANT_IF_PREFIX = 'nw-';
+/** The link-local next hop every container routes through (answered by the host veth). */
+export const CONTAINER_GATEWAY = '169.254.1.1';

@@ -1,0 +1,155 @@
+/**
+ * The desired-state document: everything one node or gateway needs, rendered by
+ * the coordinator as a pure function of its database, signed, and reconciled by
+ * the host. This file is the contract between the programs.
+ */
+import type { Labels } from './names.js';
+
+export const DESIRED_SCHEMA = 1;
+
+export type HostKind = 'node' | 'gateway';
+export type Protocol = 'tcp' | 'udp' | 'icmp';
+
+/** An inclusive port range; a single port has from === to. */
+export interface PortRange {
+  from: number;
+  to: number;
+}
+
+export interface DesiredState {
+  schema: typeof DESIRED_SCHEMA;
+  kind: HostKind;
+  host: string;
+  /** Monotonic per host; a change bumps only the hosts it affects. */
+  version: number;
+  settings: HostSettings;
+  /** One entry (and one WireGuard interface) per tenant this host serves. */
+  tenants: TenantState[];
+  /** Gateways only: what they serve to the public. */
+  exposures: GatewayExposure[];
+}
+
+export interface HostSettings {
+  mtu: number;
+  /** Seconds between status reports the host sends. */
+  statusIntervalSeconds: number;
+}
+
+export interface TenantState {
+  tenant: string;
+  /** WireGuard interface name, deterministic, at most 15 characters. */
+  iface: string;
+  /** The tenant's whole subnet (CIDR). */
+  subnet: string;
+  /** This host's slice of it; a gateway's slice is its /32. */
+  slice: string;
+  /** This host's own mesh address (inside slice). */
+  address: string;
+  listenPort: number;
+  /** The WireGuard public key the coordinator has for this host; null until the host registers one. */
+  publicKey: string | null;
+  peers: PeerState[];
+  /** Nodes: the workloads placed on this host. Gateways: empty. */
+  workloads: LocalWorkload[];
+  firewall: TenantFirewall;
+  /** Nodes: router clients to run and mesh entry points to admit. */
+  entryPoints: EntryPoint[];
+  egress: EgressState;
+}
+
+export interface PeerState {
+  host: string;
+  kind: HostKind;
+  publicKey: string;
+  /** `ip:port` of the peer on the underlay, or null when it is behind NAT (it dials us). */
+  endpoint: string | null;
+  /** The peer's mesh address, its slice, and (for the egress gateway) the egress destinations. */
+  allowedIps: string[];
+  meshAddress: string;
+  /** Seconds; set when we must keep a NAT mapping open towards this peer. */
+  keepalive: number | null;
+}
+
+export interface LocalWorkload {
+  name: string;
+  address: string;
+  labels: Labels;
+}
+
+/**
+ * Compiled policy for one tenant, cut down to what this host enforces.
+ * Address groups are shared by rules (one group per distinct selector), so the
+ * host can load them as nftables sets and keep rules O(policies).
+ */
+export interface TenantFirewall {
+  /** Group id → member addresses (/32), sorted. */
+  groups: Record<string, string[]>;
+  rules: AllowRule[];
+}
+
+export interface AllowRule {
+  /** The policy (or `exposure:<name>` for a mesh entry point) this rule comes from. */
+  origin: string;
+  from: string;
+  to: string;
+  protocol: Protocol;
+  /** Empty = every port (and always empty for icmp). */
+  ports: PortRange[];
+}
+
+export type ExposureMode = 'tunnel' | 'mesh';
+
+/** On a node: an exposure that selects a workload placed here. */
+export interface EntryPoint {
+  exposure: string;
+  workload: string;
+  address: string;
+  /** The app's port inside the workload. */
+  port: number;
+  mode: ExposureMode;
+  /** Gateways that carry this exposure, with their mesh addresses and router-server port. */
+  gateways: { host: string; meshAddress: string; routerPort: number }[];
+}
+
+export interface EgressState {
+  /** The gateway this tenant's egress leaves through (first listed, by name), or null. */
+  gateway: { host: string; meshAddress: string } | null;
+  allow: EgressAllow[];
+}
+
+export interface EgressAllow {
+  rule: string;
+  cidr: string;
+  protocol: Protocol;
+  ports: PortRange[];
+}
+
+/** On a gateway: one exposure it serves. */
+export interface GatewayExposure {
+  tenant: string;
+  name: string;
+  mode: ExposureMode;
+  /** `http` routes by Host, `tls` by SNI, `tcp` by public port. */
+  protocol: 'http' | 'tls' | 'tcp';
+  hostnames: string[];
+  /** Public port for `tcp` exposures. */
+  publicPort: number | null;
+  /** `tls` only: passthrough keeps end-to-end TLS; terminate uses the gateway's certificate files. */
+  tls: 'passthrough' | 'terminate' | null;
+  proxyProtocol: boolean;
+  /** Mesh mode: where to forward. Tunnel mode: the workloads whose router clients may attach. */
+  targets: { workload: string; node: string; address: string; port: number }[];
+}
+
+/** What travels on the wire: the document as exact JSON text plus an ed25519 signature over it. */
+export interface SignedDocument {
+  document: string;
+  signature: string;
+}
+
+/** Deterministic WireGuard interface name for a tenant: `nw-` + up to 12 characters. */
+export function tenantInterfaceName(tenant: string, tenantId: number): string {
+  const name = `nw-${tenant}`;
+  if (name.length <= 15) return name;
+  return `nw-${tenant.slice(0, 6)}-${tenantId.toString(36)}`.slice(0, 15);
+}
