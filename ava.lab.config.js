@@ -1,0 +1,9 @@
+// Lab tests: root only, real namespaces, wireguard-go, nftables, podman. Run one file at a time.
+export default {
+  files: ['test/lab/**/*.test.ts'],
+  extensions: { ts: 'module' },
+  nodeArguments: ['--import=tsx'],
+  concurrency: 1,
+  serial: true,
+  timeout: '5m',
+};
