@@ -97,6 +97,9 @@ export interface AllowRule {
   ports: PortRange[];
 }
 
+/** TCP port of the gateway's router server on its mesh address (router clients dial it). */
+export const ROUTER_PORT = 7400;
+
 export type ExposureMode = 'tunnel' | 'mesh';
 
 /** On a node: an exposure that selects a workload placed here. */

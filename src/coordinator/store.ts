@@ -1,0 +1,595 @@
+/**
+ * All reads and writes of the coordinator's database. Every mutation runs in
+ * one IMMEDIATE transaction that also writes the audit log and bumps the
+ * version of exactly the hosts whose desired state it changes, so a crash
+ * leaves either all of a change or none of it.
+ */
+import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../shared/errors.js';
+import type { HostKind } from '../shared/desired.js';
+import type { Labels } from '../shared/names.js';
+import { parseCidr, cidrsOverlap } from '../shared/ipv4.js';
+import type { Db } from './db/open.js';
+import {
+  allocateGatewayAddress,
+  allocateListenPort,
+  allocateNodeSlice,
+  allocateTenantSubnet,
+  allocateWorkloadAddress,
+  nodeAddress,
+  validateIpamConfig,
+  type IpamConfig,
+} from './ipam.js';
+import type { EgressSpec, ExposureSpec, MemberModel, PolicySpec, TenantModel, WorkloadModel } from './model.js';
+import { compileTenant, hostsAffectedByWorkload, type CompiledTenant } from './render.js';
+
+export interface Actor {
+  /** e.g. 'admin', 'tenant:acme/ci', 'host:node1' */
+  id: string;
+}
+
+export interface TenantRow {
+  id: number;
+  name: string;
+  subnet: string;
+  revision: number;
+  created_at: string;
+}
+
+export interface HostRow {
+  id: number;
+  name: string;
+  kind: HostKind;
+  identity_key: string;
+  endpoint_host: string | null;
+  port_base: number;
+  mgmt_address: string | null;
+  public_address: string | null;
+  version: number;
+  applied_version: number;
+  status: string;
+  status_detail: string | null;
+  last_seen: string | null;
+  created_at: string;
+}
+
+export interface WorkloadRow {
+  id: number;
+  tenant_id: number;
+  host_id: number;
+  name: string;
+  labels: string;
+  address: string;
+  created_at: string;
+}
+
+export interface TokenRow {
+  id: number;
+  hash: string;
+  kind: 'tenant' | 'enroll';
+  tenant_id: number | null;
+  host_kind: HostKind | null;
+  name: string;
+  expires_at: string | null;
+  used_at: string | null;
+}
+
+type SpecKind = 'policies' | 'exposures' | 'egress_rules';
+
+export class Store {
+  readonly pool;
+  private readonly compiled = new Map<number, { revision: number; tenant: CompiledTenant }>();
+  /** Called after each committed change with the ids of the hosts whose version moved. */
+  onHostsChanged: (hostIds: number[]) => void = () => {};
+
+  constructor(
+    readonly db: Db,
+    readonly ipam: IpamConfig,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.pool = validateIpamConfig(ipam);
+  }
+
+  private iso(): string {
+    return new Date(this.now()).toISOString();
+  }
+
+  /**
+   * Run `fn` in a write transaction. `fn` returns its result and the hosts it
+   * affects; they get the new revision as their version, and waiters are woken
+   * after commit.
+   */
+  private write<T>(actor: Actor, action: string, target: string, fn: () => { result: T; hosts?: Iterable<number>; tenants?: Iterable<number>; detail?: unknown }): T {
+    let changed: number[] = [];
+    const result = this.db
+      .transaction(() => {
+        const out = fn();
+        const hosts = [...new Set(out.hosts ?? [])];
+        const tenants = [...new Set(out.tenants ?? [])];
+        if (hosts.length || tenants.length) {
+          const rev = Number(this.db.prepare(`UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision' RETURNING value`).pluck().get());
+          const bumpHost = this.db.prepare('UPDATE hosts SET version = ? WHERE id = ?');
+          for (const h of hosts) bumpHost.run(rev, h);
+          const bumpTenant = this.db.prepare('UPDATE tenants SET revision = ? WHERE id = ?');
+          for (const t of tenants) bumpTenant.run(rev, t);
+        }
+        this.db
+          .prepare('INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)')
+          .run(this.iso(), actor.id, action, target, out.detail === undefined ? null : JSON.stringify(out.detail));
+        changed = hosts;
+        return out.result;
+      })
+      .immediate();
+    if (changed.length) this.onHostsChanged(changed);
+    return result;
+  }
+
+  revision(): number {
+    return Number(this.db.prepare(`SELECT value FROM meta WHERE key = 'revision'`).pluck().get());
+  }
+
+  // ------------------------------------------------------------------ tenants
+
+  listTenants(): TenantRow[] {
+    return this.db.prepare('SELECT * FROM tenants ORDER BY name').all() as TenantRow[];
+  }
+
+  tenant(name: string): TenantRow {
+    const row = this.db.prepare('SELECT * FROM tenants WHERE name = ?').get(name) as TenantRow | undefined;
+    if (!row) throw new NotFoundError(`tenant "${name}" does not exist`);
+    return row;
+  }
+
+  createTenant(actor: Actor, name: string, prefixLength?: number): TenantRow {
+    return this.write(actor, 'tenant.create', name, () => {
+      if (this.db.prepare('SELECT 1 FROM tenants WHERE name = ?').get(name)) throw new ConflictError(`tenant "${name}" already exists`);
+      const taken = this.db.prepare('SELECT subnet FROM tenants').pluck().all() as string[];
+      const subnet = allocateTenantSubnet(this.pool, prefixLength ?? this.ipam.tenantPrefix, taken);
+      this.db.prepare('INSERT INTO tenants (name, subnet, created_at) VALUES (?, ?, ?)').run(name, subnet, this.iso());
+      return { result: this.tenant(name), detail: { subnet } };
+    });
+  }
+
+  deleteTenant(actor: Actor, name: string, force: boolean): void {
+    this.write(actor, 'tenant.delete', name, () => {
+      const t = this.tenant(name);
+      const n = this.db.prepare('SELECT COUNT(*) FROM workloads WHERE tenant_id = ?').pluck().get(t.id) as number;
+      if (n > 0 && !force) throw new ConflictError(`tenant "${name}" still has ${n} workload(s); delete them or pass force=true`);
+      const hosts = this.memberHostIds(t.id);
+      this.db.prepare('DELETE FROM tenants WHERE id = ?').run(t.id);
+      this.compiled.delete(t.id);
+      return { result: undefined, hosts, detail: { workloads: n } };
+    });
+  }
+
+  private memberHostIds(tenantId: number): number[] {
+    return this.db.prepare('SELECT host_id FROM memberships WHERE tenant_id = ?').pluck().all(tenantId) as number[];
+  }
+
+  // ------------------------------------------------------------------ tokens
+
+  createTenantToken(actor: Actor, tenant: string, name: string, hash: string, expiresAt: string | null): TenantRow {
+    return this.write(actor, 'token.create', `${tenant}/${name}`, () => {
+      const t = this.tenant(tenant);
+      this.db
+        .prepare(`INSERT INTO tokens (hash, kind, tenant_id, name, expires_at, created_at) VALUES (?, 'tenant', ?, ?, ?, ?)`)
+        .run(hash, t.id, name, expiresAt, this.iso());
+      return { result: t, detail: { expiresAt } };
+    });
+  }
+
+  createEnrollmentToken(actor: Actor, kind: HostKind, name: string, hash: string, expiresAt: string): void {
+    this.write(actor, 'enrollment-token.create', `${kind}/${name}`, () => {
+      if (this.db.prepare('SELECT 1 FROM hosts WHERE name = ?').get(name)) throw new ConflictError(`a host named "${name}" is already enrolled`);
+      this.db
+        .prepare(`INSERT INTO tokens (hash, kind, host_kind, name, expires_at, created_at) VALUES (?, 'enroll', ?, ?, ?, ?)`)
+        .run(hash, kind, name, expiresAt, this.iso());
+      return { result: undefined, detail: { expiresAt } };
+    });
+  }
+
+  /** A live tenant token by hash, with its tenant's name. */
+  tenantToken(hash: string): { tenant: string; name: string } | undefined {
+    const row = this.db
+      .prepare(`SELECT t.name AS tenant, k.name AS name, k.expires_at AS expires_at FROM tokens k JOIN tenants t ON t.id = k.tenant_id WHERE k.hash = ? AND k.kind = 'tenant'`)
+      .get(hash) as { tenant: string; name: string; expires_at: string | null } | undefined;
+    if (!row || (row.expires_at !== null && Date.parse(row.expires_at) <= this.now())) return undefined;
+    return { tenant: row.tenant, name: row.name };
+  }
+
+  // ------------------------------------------------------------------ hosts
+
+  enroll(input: { tokenHash: string; name: string; identityKey: string; endpointHost: string | null; portBase: number | null; mgmtAddress: string | null; publicAddress: string | null }): HostRow {
+    return this.write({ id: `enroll:${input.name}` }, 'host.enroll', input.name, () => {
+      const token = this.db.prepare(`SELECT * FROM tokens WHERE hash = ? AND kind = 'enroll'`).get(input.tokenHash) as TokenRow | undefined;
+      if (!token || token.used_at !== null || (token.expires_at !== null && Date.parse(token.expires_at) <= this.now())) {
+        throw new UnauthorizedError('enrollment token is unknown, expired or already used');
+      }
+      if (token.name !== input.name) throw new ForbiddenError(`this enrollment token is for "${token.name}", not "${input.name}"`);
+      if (this.db.prepare('SELECT 1 FROM hosts WHERE name = ?').get(input.name)) throw new ConflictError(`a host named "${input.name}" is already enrolled`);
+      if (this.db.prepare('SELECT 1 FROM hosts WHERE identity_key = ?').get(input.identityKey)) {
+        throw new ConflictError('identityKey: this identity key is already enrolled under another name');
+      }
+      this.db.prepare('UPDATE tokens SET used_at = ? WHERE id = ?').run(this.iso(), token.id);
+      this.db
+        .prepare(
+          `INSERT INTO hosts (name, kind, identity_key, endpoint_host, port_base, mgmt_address, public_address, created_at, last_seen)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(input.name, token.host_kind, input.identityKey, input.endpointHost, input.portBase ?? 51820, input.mgmtAddress, input.publicAddress, this.iso(), this.iso());
+      const host = this.host(input.name);
+      // Give it a first document (version > 0) so its long-poll returns at once.
+      return { result: host, hosts: [host.id], detail: { kind: token.host_kind, endpoint: input.endpointHost } };
+    });
+  }
+
+  listHosts(kind: HostKind): HostRow[] {
+    return this.db.prepare('SELECT * FROM hosts WHERE kind = ? ORDER BY name').all(kind) as HostRow[];
+  }
+
+  host(name: string, kind?: HostKind): HostRow {
+    const row = this.db.prepare('SELECT * FROM hosts WHERE name = ?').get(name) as HostRow | undefined;
+    if (!row || (kind && row.kind !== kind)) throw new NotFoundError(`${kind ?? 'host'} "${name}" does not exist`);
+    return row;
+  }
+
+  hostById(id: number): HostRow | undefined {
+    return this.db.prepare('SELECT * FROM hosts WHERE id = ?').get(id) as HostRow | undefined;
+  }
+
+  findHost(name: string): HostRow | undefined {
+    return this.db.prepare('SELECT * FROM hosts WHERE name = ?').get(name) as HostRow | undefined;
+  }
+
+  deleteHost(actor: Actor, name: string, kind: HostKind): void {
+    this.write(actor, `${kind}.delete`, name, () => {
+      const h = this.host(name, kind);
+      const refs = this.db
+        .prepare(
+          `SELECT 'exposure ' || t.name || '/' || e.name FROM exposure_gateways g JOIN exposures e ON e.id = g.exposure_id JOIN tenants t ON t.id = e.tenant_id WHERE g.host_id = ?
+           UNION ALL SELECT 'egress ' || t.name || '/' || r.name FROM egress_gateways g JOIN egress_rules r ON r.id = g.egress_id JOIN tenants t ON t.id = r.tenant_id WHERE g.host_id = ?`,
+        )
+        .pluck()
+        .all(h.id, h.id) as string[];
+      if (refs.length) throw new ConflictError(`${kind} "${name}" is still used by ${refs.join(', ')}`);
+      const tenants = this.db.prepare('SELECT tenant_id FROM memberships WHERE host_id = ?').pluck().all(h.id) as number[];
+      const affected = tenants.flatMap((t) => this.memberHostIds(t)).filter((id) => id !== h.id);
+      const workloads = this.db.prepare('SELECT COUNT(*) FROM workloads WHERE host_id = ?').pluck().get(h.id) as number;
+      this.db.prepare('DELETE FROM hosts WHERE id = ?').run(h.id);
+      return { result: undefined, hosts: affected, tenants, detail: { workloads } };
+    });
+  }
+
+  /** Record that a host was heard from (authenticated request). */
+  touchHost(id: number): void {
+    this.db.prepare('UPDATE hosts SET last_seen = ? WHERE id = ?').run(this.iso(), id);
+  }
+
+  reportStatus(host: HostRow, report: { appliedVersion: number; errors: string[]; drops: Record<string, number>; details?: unknown }): void {
+    const status = report.errors.length ? 'degraded' : 'ready';
+    this.db
+      .prepare('UPDATE hosts SET applied_version = ?, status = ?, status_detail = ?, last_seen = ? WHERE id = ?')
+      .run(report.appliedVersion, status, JSON.stringify({ errors: report.errors, drops: report.drops, details: report.details ?? null }), this.iso(), host.id);
+  }
+
+  memberships(hostId: number): { tenant: string; slice: string; address: string; listenPort: number; publicKey: string | null }[] {
+    return this.db
+      .prepare(
+        `SELECT t.name AS tenant, m.slice, m.address, m.listen_port AS listenPort, m.public_key AS publicKey
+         FROM memberships m JOIN tenants t ON t.id = m.tenant_id WHERE m.host_id = ? ORDER BY t.name`,
+      )
+      .all(hostId) as { tenant: string; slice: string; address: string; listenPort: number; publicKey: string | null }[];
+  }
+
+  registerKey(host: HostRow, tenant: string, publicKey: string): void {
+    this.write({ id: `host:${host.name}` }, 'key.register', `${tenant}/${host.name}`, () => {
+      const t = this.tenant(tenant);
+      const m = this.db.prepare('SELECT public_key FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, host.id) as { public_key: string | null } | undefined;
+      if (!m) throw new NotFoundError(`${host.kind} "${host.name}" is not a member of tenant "${tenant}"`);
+      if (m.public_key === publicKey) return { result: undefined };
+      const clash = this.db.prepare('SELECT 1 FROM memberships WHERE tenant_id = ? AND public_key = ? AND host_id != ?').get(t.id, publicKey, host.id);
+      if (clash) throw new ConflictError('publicKey: another member of this tenant already uses this key');
+      this.db.prepare('UPDATE memberships SET public_key = ?, key_updated_at = ? WHERE tenant_id = ? AND host_id = ?').run(publicKey, this.iso(), t.id, host.id);
+      return { result: undefined, hosts: this.memberHostIds(t.id), tenants: [t.id], detail: { rotated: m.public_key !== null, publicKey } };
+    });
+  }
+
+  /** Inside a write: make `host` a member of `tenant`, allocating its slice/address and port. Returns true if new. */
+  private ensureMembership(t: TenantRow, h: HostRow): boolean {
+    if (this.db.prepare('SELECT 1 FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, h.id)) return false;
+    const ports = this.db.prepare('SELECT listen_port FROM memberships WHERE host_id = ?').pluck().all(h.id) as number[];
+    const listenPort = allocateListenPort(h.port_base, ports);
+    let slice: string;
+    let address: string;
+    if (h.kind === 'node') {
+      const taken = this.db.prepare(`SELECT slice FROM memberships m JOIN hosts h ON h.id = m.host_id WHERE m.tenant_id = ? AND h.kind = 'node'`).pluck().all(t.id) as string[];
+      slice = allocateNodeSlice(t.subnet, this.ipam.slicePrefix, taken);
+      address = nodeAddress(slice);
+    } else {
+      const taken = this.db.prepare(`SELECT address FROM memberships m JOIN hosts h ON h.id = m.host_id WHERE m.tenant_id = ? AND h.kind = 'gateway'`).pluck().all(t.id) as string[];
+      address = allocateGatewayAddress(t.subnet, this.ipam.slicePrefix, taken);
+      slice = `${address}/32`;
+    }
+    this.db.prepare('INSERT INTO memberships (tenant_id, host_id, slice, address, listen_port) VALUES (?, ?, ?, ?, ?)').run(t.id, h.id, slice, address, listenPort);
+    return true;
+  }
+
+  /** Inside a write: drop gateway memberships of `t` no exposure or egress rule uses any more. */
+  private pruneGatewayMemberships(t: TenantRow): number[] {
+    const stale = this.db
+      .prepare(
+        `SELECT m.host_id FROM memberships m JOIN hosts h ON h.id = m.host_id
+         WHERE m.tenant_id = ? AND h.kind = 'gateway'
+           AND m.host_id NOT IN (SELECT g.host_id FROM exposure_gateways g JOIN exposures e ON e.id = g.exposure_id WHERE e.tenant_id = ?)
+           AND m.host_id NOT IN (SELECT g.host_id FROM egress_gateways g JOIN egress_rules r ON r.id = g.egress_id WHERE r.tenant_id = ?)`,
+      )
+      .pluck()
+      .all(t.id, t.id, t.id) as number[];
+    for (const h of stale) this.db.prepare('DELETE FROM memberships WHERE tenant_id = ? AND host_id = ?').run(t.id, h);
+    return stale;
+  }
+
+  // ------------------------------------------------------------------ workloads
+
+  listWorkloads(tenant: string): WorkloadView[] {
+    const t = this.tenant(tenant);
+    return (this.db.prepare(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? ORDER BY w.name`).all(t.id) as (WorkloadRow & { node: string })[]).map((r) =>
+      workloadView(t.name, r),
+    );
+  }
+
+  workload(tenant: string, name: string): WorkloadView {
+    const t = this.tenant(tenant);
+    const r = this.db.prepare(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? AND w.name = ?`).get(t.id, name) as
+      | (WorkloadRow & { node: string })
+      | undefined;
+    if (!r) throw new NotFoundError(`workload "${name}" does not exist in tenant "${tenant}"`);
+    return workloadView(t.name, r);
+  }
+
+  /**
+   * Place a workload on a node and give it an address. With `idempotent`, an
+   * existing workload of that name on that node is returned unchanged (the
+   * CNI path retries ADD).
+   */
+  createWorkload(actor: Actor, tenant: string, name: string, node: string, labels: Labels, idempotent = false): { workload: WorkloadView; created: boolean } {
+    return this.write<{ workload: WorkloadView; created: boolean }>(actor, 'workload.create', `${tenant}/${name}`, () => {
+      const t = this.tenant(tenant);
+      const h = this.host(node, 'node');
+      const existing = this.db.prepare('SELECT w.*, ? AS node FROM workloads w WHERE tenant_id = ? AND name = ?').get(node, t.id, name) as (WorkloadRow & { node: string }) | undefined;
+      if (existing) {
+        if (idempotent && existing.host_id === h.id) return { result: { workload: workloadView(tenant, existing), created: false } };
+        throw new ConflictError(`workload "${name}" already exists in tenant "${tenant}"`);
+      }
+      const before = this.compiledTenant(t);
+      const newMember = this.ensureMembership(t, h);
+      const slice = this.db.prepare('SELECT slice FROM memberships WHERE tenant_id = ? AND host_id = ?').pluck().get(t.id, h.id) as string;
+      const inUse = new Set(this.db.prepare('SELECT address FROM workloads WHERE host_id = ? AND tenant_id = ?').pluck().all(h.id, t.id) as string[]);
+      const quarantined = new Set(
+        this.db.prepare('SELECT address FROM released_addresses WHERE tenant_id = ? AND released_at_ms > ?').pluck().all(t.id, this.now() - this.ipam.quarantineMs) as string[],
+      );
+      const address = allocateWorkloadAddress(slice, inUse, quarantined, node);
+      this.db.prepare('DELETE FROM released_addresses WHERE tenant_id = ? AND address = ?').run(t.id, address);
+      this.db
+        .prepare('INSERT INTO workloads (tenant_id, host_id, name, labels, address, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(t.id, h.id, name, JSON.stringify(labels), address, this.iso());
+      const model: WorkloadModel = { name, node, address, labels };
+      const hosts = newMember ? this.memberHostIds(t.id) : this.hostIds(hostsAffectedByWorkload(before, model));
+      const workload = this.workload(tenant, name);
+      return { result: { workload, created: true }, hosts, tenants: [t.id], detail: { node, address, labels } };
+    });
+  }
+
+  deleteWorkload(actor: Actor, tenant: string, name: string, onlyNode?: HostRow): boolean {
+    return this.write(actor, 'workload.delete', `${tenant}/${name}`, () => {
+      const t = this.tenant(tenant);
+      const r = this.db.prepare(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? AND w.name = ?`).get(t.id, name) as
+        | (WorkloadRow & { node: string })
+        | undefined;
+      if (!r) {
+        if (onlyNode) return { result: false }; // node-side deletes are idempotent
+        throw new NotFoundError(`workload "${name}" does not exist in tenant "${tenant}"`);
+      }
+      if (onlyNode && r.host_id !== onlyNode.id) throw new ForbiddenError(`workload "${name}" runs on another node`);
+      const before = this.compiledTenant(t);
+      this.db.prepare('DELETE FROM workloads WHERE id = ?').run(r.id);
+      this.db
+        .prepare('INSERT INTO released_addresses (tenant_id, address, released_at_ms) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET released_at_ms = excluded.released_at_ms')
+        .run(t.id, r.address, this.now());
+      const hosts = this.hostIds(hostsAffectedByWorkload(before, { name, node: r.node, address: r.address, labels: JSON.parse(r.labels) as Labels }));
+      return { result: true, hosts, tenants: [t.id], detail: { node: r.node, address: r.address } };
+    });
+  }
+
+  private hostIds(names: Iterable<string>): number[] {
+    const stmt = this.db.prepare('SELECT id FROM hosts WHERE name = ?').pluck();
+    const ids: number[] = [];
+    for (const n of names) {
+      const id = stmt.get(n) as number | undefined;
+      if (id !== undefined) ids.push(id);
+    }
+    return ids;
+  }
+
+  // ------------------------------------------------------------------ policies, exposures, egress
+
+  listSpecs<T>(kind: SpecKind, tenant: string): { name: string; spec: T; updatedAt: string }[] {
+    const t = this.tenant(tenant);
+    return (this.db.prepare(`SELECT name, spec, updated_at FROM ${kind} WHERE tenant_id = ? ORDER BY name`).all(t.id) as { name: string; spec: string; updated_at: string }[]).map((r) => ({
+      name: r.name,
+      spec: JSON.parse(r.spec) as T,
+      updatedAt: r.updated_at,
+    }));
+  }
+
+  getSpec<T>(kind: SpecKind, tenant: string, name: string): { name: string; spec: T; updatedAt: string } {
+    const t = this.tenant(tenant);
+    const r = this.db.prepare(`SELECT name, spec, updated_at FROM ${kind} WHERE tenant_id = ? AND name = ?`).get(t.id, name) as { name: string; spec: string; updated_at: string } | undefined;
+    if (!r) throw new NotFoundError(`${singular(kind)} "${name}" does not exist in tenant "${tenant}"`);
+    return { name: r.name, spec: JSON.parse(r.spec) as T, updatedAt: r.updated_at };
+  }
+
+  putPolicy(actor: Actor, tenant: string, name: string, spec: PolicySpec): { created: boolean } {
+    return this.write(actor, 'policy.put', `${tenant}/${name}`, () => {
+      const t = this.tenant(tenant);
+      const created = this.upsertSpec('policies', t, name, spec);
+      return { result: { created }, hosts: this.memberHostIds(t.id), tenants: [t.id], detail: spec };
+    });
+  }
+
+  putExposure(actor: Actor, tenant: string, name: string, spec: ExposureSpec): { created: boolean } {
+    return this.write(actor, 'exposure.put', `${tenant}/${name}`, () => {
+      const t = this.tenant(tenant);
+      const gateways = spec.gateways.map((g) => this.gatewayFor(g, 'gateways'));
+      const created = this.upsertSpec('exposures', t, name, spec);
+      const id = this.db.prepare('SELECT id FROM exposures WHERE tenant_id = ? AND name = ?').pluck().get(t.id, name) as number;
+      this.db.prepare('DELETE FROM exposure_hostnames WHERE exposure_id = ?').run(id);
+      this.db.prepare('DELETE FROM exposure_ports WHERE exposure_id = ?').run(id);
+      this.db.prepare('DELETE FROM exposure_gateways WHERE exposure_id = ?').run(id);
+      for (const hostname of spec.hostnames) {
+        const owner = this.db
+          .prepare('SELECT t.name || \'/\' || e.name FROM exposure_hostnames x JOIN exposures e ON e.id = x.exposure_id JOIN tenants t ON t.id = e.tenant_id WHERE x.hostname = ?')
+          .pluck()
+          .get(hostname) as string | undefined;
+        if (owner) throw new ConflictError(`hostnames: "${hostname}" is already served by exposure ${owner.split('/')[0] === tenant ? owner : 'of another tenant'}`);
+        this.db.prepare('INSERT INTO exposure_hostnames (hostname, exposure_id) VALUES (?, ?)').run(hostname, id);
+      }
+      for (const g of gateways) {
+        this.db.prepare('INSERT INTO exposure_gateways (exposure_id, host_id) VALUES (?, ?)').run(id, g.id);
+        if (spec.publicPort !== null) {
+          const clash = this.db.prepare('SELECT exposure_id FROM exposure_ports WHERE host_id = ? AND port = ?').get(g.id, spec.publicPort);
+          if (clash) throw new ConflictError(`publicPort: ${spec.publicPort} is already used on gateway "${g.name}"`);
+          this.db.prepare('INSERT INTO exposure_ports (host_id, port, exposure_id) VALUES (?, ?, ?)').run(g.id, spec.publicPort, id);
+        }
+        this.ensureMembership(t, g);
+      }
+      const pruned = this.pruneGatewayMemberships(t);
+      return { result: { created }, hosts: [...this.memberHostIds(t.id), ...pruned], tenants: [t.id], detail: spec };
+    });
+  }
+
+  putEgress(actor: Actor, tenant: string, name: string, spec: EgressSpec): { created: boolean } {
+    return this.write(actor, 'egress.put', `${tenant}/${name}`, () => {
+      const t = this.tenant(tenant);
+      const gateways = spec.gateways.map((g) => this.gatewayFor(g, 'gateways'));
+      for (const [i, d] of spec.destinations.entries()) {
+        if (cidrsOverlap(parseCidr(d.cidr, `destinations[${i}].cidr`), this.pool)) {
+          throw new ValidationError(`destinations[${i}].cidr: ${d.cidr} overlaps the mesh address pool ${this.ipam.pool}; egress is for destinations outside the mesh`, `destinations[${i}].cidr`);
+        }
+      }
+      const created = this.upsertSpec('egress_rules', t, name, spec);
+      const id = this.db.prepare('SELECT id FROM egress_rules WHERE tenant_id = ? AND name = ?').pluck().get(t.id, name) as number;
+      this.db.prepare('DELETE FROM egress_gateways WHERE egress_id = ?').run(id);
+      for (const g of gateways) {
+        this.db.prepare('INSERT INTO egress_gateways (egress_id, host_id) VALUES (?, ?)').run(id, g.id);
+        this.ensureMembership(t, g);
+      }
+      const pruned = this.pruneGatewayMemberships(t);
+      return { result: { created }, hosts: [...this.memberHostIds(t.id), ...pruned], tenants: [t.id], detail: spec };
+    });
+  }
+
+  deleteSpec(actor: Actor, kind: SpecKind, tenant: string, name: string): void {
+    this.write(actor, `${singular(kind)}.delete`, `${tenant}/${name}`, () => {
+      const t = this.tenant(tenant);
+      const info = this.db.prepare(`DELETE FROM ${kind} WHERE tenant_id = ? AND name = ?`).run(t.id, name);
+      if (info.changes === 0) throw new NotFoundError(`${singular(kind)} "${name}" does not exist in tenant "${tenant}"`);
+      const before = this.memberHostIds(t.id);
+      const pruned = kind === 'policies' ? [] : this.pruneGatewayMemberships(t);
+      return { result: undefined, hosts: [...before, ...pruned], tenants: [t.id] };
+    });
+  }
+
+  private upsertSpec(kind: SpecKind, t: TenantRow, name: string, spec: unknown): boolean {
+    const existed = this.db.prepare(`SELECT 1 FROM ${kind} WHERE tenant_id = ? AND name = ?`).get(t.id, name) !== undefined;
+    this.db
+      .prepare(`INSERT INTO ${kind} (tenant_id, name, spec, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at`)
+      .run(t.id, name, JSON.stringify(spec), this.iso());
+    return !existed;
+  }
+
+  private gatewayFor(name: string, field: string): HostRow {
+    const h = this.findHost(name);
+    if (!h || h.kind !== 'gateway') throw new ValidationError(`${field}: gateway "${name}" does not exist`, field);
+    return h;
+  }
+
+  // ------------------------------------------------------------------ audit
+
+  audit(limit: number): { id: number; at: string; actor: string; action: string; target: string; detail: unknown }[] {
+    return (this.db.prepare('SELECT * FROM audit_log ORDER BY id DESC LIMIT ?').all(limit) as { id: number; at: string; actor: string; action: string; target: string; detail: string | null }[]).map(
+      (r) => ({ ...r, detail: r.detail === null ? null : (JSON.parse(r.detail) as unknown) }),
+    );
+  }
+
+  // ------------------------------------------------------------------ models for rendering
+
+  loadTenantModel(t: TenantRow): TenantModel {
+    const members = (
+      this.db
+        .prepare(
+          `SELECT h.name, h.kind, h.endpoint_host, m.slice, m.address, m.listen_port, m.public_key
+           FROM memberships m JOIN hosts h ON h.id = m.host_id WHERE m.tenant_id = ? ORDER BY h.name`,
+        )
+        .all(t.id) as { name: string; kind: HostKind; endpoint_host: string | null; slice: string; address: string; listen_port: number; public_key: string | null }[]
+    ).map(
+      (r): MemberModel => ({
+        host: { name: r.name, kind: r.kind, endpointHost: r.endpoint_host },
+        slice: r.slice,
+        address: r.address,
+        listenPort: r.listen_port,
+        publicKey: r.public_key,
+      }),
+    );
+    const workloads = (
+      this.db.prepare('SELECT w.name, h.name AS node, w.address, w.labels FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ?').all(t.id) as {
+        name: string;
+        node: string;
+        address: string;
+        labels: string;
+      }[]
+    ).map((r): WorkloadModel => ({ name: r.name, node: r.node, address: r.address, labels: JSON.parse(r.labels) as Labels }));
+    const specs = <T>(kind: SpecKind) =>
+      (this.db.prepare(`SELECT name, spec FROM ${kind} WHERE tenant_id = ?`).all(t.id) as { name: string; spec: string }[]).map((r) => ({ name: r.name, spec: JSON.parse(r.spec) as T }));
+    return {
+      id: t.id,
+      name: t.name,
+      subnet: t.subnet,
+      members,
+      workloads,
+      policies: specs<PolicySpec>('policies'),
+      exposures: specs<ExposureSpec>('exposures'),
+      egress: specs<EgressSpec>('egress_rules'),
+    };
+  }
+
+  /** The compiled tenant at its current revision (cached until the tenant changes). */
+  compiledTenant(t: TenantRow): CompiledTenant {
+    const revision = this.db.prepare('SELECT revision FROM tenants WHERE id = ?').pluck().get(t.id) as number;
+    const hit = this.compiled.get(t.id);
+    if (hit && hit.revision === revision) return hit.tenant;
+    const tenant = compileTenant(this.loadTenantModel(t));
+    this.compiled.set(t.id, { revision, tenant });
+    return tenant;
+  }
+
+  tenantsOfHost(hostId: number): TenantRow[] {
+    return this.db.prepare('SELECT t.* FROM tenants t JOIN memberships m ON m.tenant_id = t.id WHERE m.host_id = ? ORDER BY t.name').all(hostId) as TenantRow[];
+  }
+}
+
+export interface WorkloadView {
+  name: string;
+  tenant: string;
+  node: string;
+  address: string;
+  labels: Labels;
+  createdAt: string;
+}
+
+function workloadView(tenant: string, r: WorkloadRow & { node: string }): WorkloadView {
+  return { name: r.name, tenant, node: r.node, address: r.address, labels: JSON.parse(r.labels) as Labels, createdAt: r.created_at };
+}
+
+function singular(kind: SpecKind): string {
+  return kind === 'policies' ? 'policy' : kind === 'exposures' ? 'exposure' : 'egress rule';
+}
