@@ -5,5 +5,6 @@ export default {
   nodeArguments: ['--import=tsx'],
   concurrency: 1,
   serial: true,
+  workerThreads: false,
   timeout: '5m',
 };

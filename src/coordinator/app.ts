@@ -46,6 +46,9 @@ export interface Services {
   enrollLimiter: RateLimiter;
   signingKey: SigningKeyPair;
   maxWaitSeconds: number;
+  /** Every route with the access it demands (for the auth matrix test and docs). */
+  routes: { method: string; url: string; access: string }[];
+  now: () => number;
 }
 
 declare module 'fastify' {
@@ -78,7 +81,14 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     enrollLimiter: new RateLimiter(opts.enrollmentsPerMinute ?? 20, 60_000, now),
     signingKey: opts.signingKey,
     maxWaitSeconds: opts.maxWaitSeconds ?? 60,
+    routes: [],
+    now,
   } satisfies Services);
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) {
+      if (method !== 'HEAD') app.netwall.routes.push({ method, url: r.url, access: r.config?.access ?? 'admin' });
+    }
+  });
 
   // Keep the raw body: host signatures cover its exact bytes.
   app.removeContentTypeParser('application/json');

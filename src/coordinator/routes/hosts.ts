@@ -29,14 +29,14 @@ export function hostView(store: Store, h: HostRow) {
 }
 
 export async function hostRoutes(app: FastifyInstance): Promise<void> {
-  const { store, enrollLimiter, signingKey } = app.netwall;
+  const { store, enrollLimiter, signingKey, now } = app.netwall;
 
   app.post<{ Body: { kind: HostKind; name: string; ttlSeconds?: number } }>(
     '/v1/enrollment-tokens',
     { config: { access: 'admin' }, schema: { body: bodies.createEnrollmentToken, security } },
     async (req, reply) => {
       const token = generateToken('enroll');
-      const expiresAt = new Date(Date.now() + (req.body.ttlSeconds ?? 3600) * 1000).toISOString();
+      const expiresAt = new Date(now() + (req.body.ttlSeconds ?? 3600) * 1000).toISOString();
       store.createEnrollmentToken(actorOf(req.principal), req.body.kind, req.body.name, hashToken(token), expiresAt);
       return reply.status(201).send({ token, kind: req.body.kind, name: req.body.name, expiresAt });
     },

@@ -8,7 +8,7 @@ const view = (t: TenantRow) => ({ name: t.name, subnet: t.subnet, createdAt: t.c
 const security = [{ bearer: [] }];
 
 export async function tenantRoutes(app: FastifyInstance): Promise<void> {
-  const { store } = app.netwall;
+  const { store, now } = app.netwall;
 
   app.post<{ Body: { name: string; prefixLength?: number } }>(
     '/v1/tenants',
@@ -39,7 +39,7 @@ export async function tenantRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply) => {
       const token = generateToken('tenant');
       const name = req.body?.name ?? 'default';
-      const expiresAt = req.body?.ttlSeconds ? new Date(Date.now() + req.body.ttlSeconds * 1000).toISOString() : null;
+      const expiresAt = req.body?.ttlSeconds ? new Date(now() + req.body.ttlSeconds * 1000).toISOString() : null;
       store.createTenantToken(actorOf(req.principal), req.params.tenant, name, hashToken(token), expiresAt);
       return reply.status(201).send({ token, name, tenant: req.params.tenant, expiresAt });
     },

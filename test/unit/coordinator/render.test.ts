@@ -1,0 +1,81 @@
+import test from 'ava';
+import { DEFAULT_RENDER_SETTINGS } from '../../../src/coordinator/model.js';
+import { compileTenant, hostsAffectedByWorkload, renderHost, selectorGroupId } from '../../../src/coordinator/render.js';
+import { golden } from '../../helpers/golden.js';
+import { acme, globex, hosts } from './fixtures.js';
+
+const compiled = () => [compileTenant(acme()), compileTenant(globex())];
+const render = (name: string, version = 7) => renderHost({ name, kind: hosts[name]!.kind, version, tenants: compiled() }, DEFAULT_RENDER_SETTINGS);
+
+for (const name of ['node1', 'node2', 'node3', 'gateway1', 'gateway2']) {
+  test(`golden desired state: ${name}`, (t) => {
+    golden(t, `coordinator/desired-${name}.json`, `${JSON.stringify(render(name), null, 2)}\n`);
+  });
+}
+
+test('rendering is deterministic whatever the input order', (t) => {
+  const a = acme();
+  const shuffled = { ...a, workloads: [...a.workloads].reverse(), members: [...a.members].reverse(), policies: [...a.policies].reverse() };
+  const one = renderHost({ name: 'node1', kind: 'node', version: 1, tenants: [compileTenant(a)] }, DEFAULT_RENDER_SETTINGS);
+  const two = renderHost({ name: 'node1', kind: 'node', version: 1, tenants: [compileTenant(shuffled)] }, DEFAULT_RENDER_SETTINGS);
+  // Peers keep member order by design (the store loads them sorted); compare the rest.
+  t.deepEqual({ ...one.tenants[0], peers: [] }, { ...two.tenants[0], peers: [] });
+});
+
+test('a node peers with every keyed member but itself; a gateway only with nodes', (t) => {
+  const n1 = render('node1').tenants.find((x) => x.tenant === 'acme')!;
+  t.deepEqual(n1.peers.map((p) => p.host), ['node2', 'gateway1', 'gateway2']); // node3 has no key yet
+  const g1 = render('gateway1').tenants.find((x) => x.tenant === 'acme')!;
+  t.deepEqual(g1.peers.map((p) => p.host), ['node1', 'node2']);
+});
+
+test('egress destinations ride on the egress gateway peer only', (t) => {
+  const n1 = render('node1').tenants.find((x) => x.tenant === 'acme')!;
+  t.deepEqual(n1.peers.find((p) => p.host === 'gateway1')!.allowedIps, ['10.240.0.1/32', '203.0.113.10/32']);
+  t.deepEqual(n1.peers.find((p) => p.host === 'gateway2')!.allowedIps, ['10.240.0.2/32']);
+  t.deepEqual(n1.egress.gateway, { host: 'gateway1', meshAddress: '10.240.0.1' });
+  t.deepEqual(render('gateway1').tenants.find((x) => x.tenant === 'globex')!.egress, { gateway: null, allow: [] });
+});
+
+test('a node behind NAT keeps alive towards peers with endpoints; others do not', (t) => {
+  const n3 = render('node3').tenants[0]!;
+  t.true(n3.peers.every((p) => p.keepalive === 25));
+  t.true(render('node1').tenants[0]!.peers.every((p) => p.keepalive === null));
+});
+
+test('a node only carries the rules and groups it enforces', (t) => {
+  const world = [compileTenant(acme())];
+  const doc = (n: string) => renderHost({ name: n, kind: 'node', version: 1, tenants: world }, DEFAULT_RENDER_SETTINGS).tenants[0]!;
+  t.is(doc('node1').firewall.rules.length, 2); // web side of web-to-db (tcp + icmp)
+  t.is(doc('node2').firewall.rules.length, 2); // db side
+  t.deepEqual(doc('node3').firewall, { groups: {}, rules: [] }); // no workloads
+  t.deepEqual(doc('node1').firewall.groups[selectorGroupId({ app: 'db' })], ['10.240.0.130']);
+});
+
+test('mesh-mode exposures admit exactly the exposure gateways to the entry port', (t) => {
+  const g = renderHost({ name: 'node2', kind: 'node', version: 1, tenants: [compileTenant(globex())] }, DEFAULT_RENDER_SETTINGS).tenants[0]!;
+  const rule = g.firewall.rules.find((r) => r.origin === 'exposure:app')!;
+  t.deepEqual(g.firewall.groups[rule.from], ['10.240.16.1']);
+  t.deepEqual(rule.ports, [{ from: 8080, to: 8080 }]);
+  t.deepEqual(g.entryPoints.map((e) => [e.workload, e.mode, e.gateways.map((x) => x.host)]), [['globex-app', 'mesh', ['gateway1']]]);
+});
+
+test('gateways receive the exposures they carry with live targets', (t) => {
+  const g2 = render('gateway2');
+  t.deepEqual(g2.exposures.map((e) => `${e.tenant}/${e.name}`), ['acme/web']);
+  t.deepEqual(g2.exposures[0]!.targets, [{ workload: 'acme-web', node: 'node1', address: '10.240.0.66', port: 8080 }]);
+  t.is(render('node1').exposures.length, 0);
+});
+
+test('a workload no selector matches affects only its own node', (t) => {
+  const c = compileTenant(acme());
+  t.deepEqual([...hostsAffectedByWorkload(c, { name: 'x', node: 'node3', address: '10.240.0.194', labels: { app: 'cron' } })], ['node3']);
+});
+
+test('a workload a policy selects affects the nodes enforcing that policy and its exposure gateways', (t) => {
+  const c = compileTenant(acme());
+  const web = hostsAffectedByWorkload(c, { name: 'web2', node: 'node3', address: '10.240.0.194', labels: { app: 'web' } });
+  t.deepEqual([...web].sort(), ['gateway1', 'gateway2', 'node1', 'node2', 'node3']);
+  const db = hostsAffectedByWorkload(c, { name: 'db2', node: 'node3', address: '10.240.0.195', labels: { app: 'db' } });
+  t.deepEqual([...db].sort(), ['node1', 'node2', 'node3']);
+});
