@@ -3,7 +3,7 @@
  * no process state — main.ts listens, tests use `app.inject`.
  */
 import swagger from '@fastify/swagger';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import type { SigningKeyPair } from '../shared/crypto.js';
 import { NetwallError, RateLimitedError, TooLargeError, ValidationError } from '../shared/errors.js';
 import { Authenticator, authHooks } from './auth.js';
@@ -72,6 +72,10 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     // Long-polls hold requests for up to a minute.
     requestTimeout: 120_000,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // Malformed URLs and the like, caught before routing: still our error body.
+    frameworkErrors: (err, _req, reply) => {
+      void (reply as unknown as FastifyReply).status(400).send({ error: { code: 'invalid', message: `url: ${err.message}` } });
+    },
   });
 
   app.decorate('netwall', {
@@ -91,7 +95,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
 
   // Keep the raw body: host signatures cover its exact bytes.
-  app.removeContentTypeParser('application/json');
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = body as string;
     req.rawBody = text;
@@ -141,13 +145,20 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   return app;
 }
 
+/** `/allow/0/ports/1` in the body → `body.allow[0].ports[1]`; likewise `querystring.x` and `params.x`. */
+function fieldPath(context: string, pointer: string): string {
+  let path = context;
+  for (const p of pointer.split('/').filter(Boolean)) path += /^\d+$/.test(p) ? `[${p}]` : `.${p}`;
+  return path;
+}
+
 /** Every error a client can cause becomes a 4xx with our body; anything else a bare 500. */
 function mapError(err: FastifyError | NetwallError): NetwallError {
   if (err instanceof NetwallError) return err;
   const e = err as FastifyError;
   if (e.validation) {
     const v = e.validation[0];
-    const where = `${e.validationContext ?? 'body'}${v?.instancePath ? v.instancePath.replace(/\//g, '.') : ''}`;
+    const where = fieldPath(e.validationContext ?? 'body', v?.instancePath ?? '');
     let message = `${where}: ${v?.message ?? 'invalid'}`;
     if (v?.keyword === 'additionalProperties') message = `${where}: unknown field "${String((v.params as { additionalProperty?: string }).additionalProperty)}"`;
     if (v?.keyword === 'pattern') message = `${where}: invalid value (must match ${String((v.params as { pattern?: string }).pattern)})`;

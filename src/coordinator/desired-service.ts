@@ -26,7 +26,8 @@ export class DesiredService {
 
   render(host: HostRow): DesiredState {
     const tenants = this.store.tenantsOfHost(host.id).map((t) => this.store.compiledTenant(t));
-    return renderHost({ name: host.name, kind: host.kind, version: host.version, tenants }, this.settings);
+    const networks = host.kind === 'node' ? this.store.tenantNames() : [];
+    return renderHost({ name: host.name, kind: host.kind, version: host.version, endpointHost: host.endpoint_host, tenants, networks }, this.settings);
   }
 
   document(host: HostRow): SignedDocument {

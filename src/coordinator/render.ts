@@ -1,9 +1,10 @@
 /**
  * Desired state as pure functions. `compileTenant` turns one tenant's model
- * into shared pieces (address groups, allow rules, peers, entry points) once;
- * `renderHost` cuts each host's document out of the compiled tenants it
- * belongs to without copying the large arrays, so rendering N hosts costs
- * O(N × peers) rather than O(N × workloads).
+ * into pieces every member's document shares by reference (address groups,
+ * allow rules, the peer list); `renderHost` cuts one host's document out of
+ * the compiled tenants it belongs to without copying them, so rendering N
+ * hosts costs O(N × tenants), not O(N × peers). `withWorkload` updates a
+ * compiled tenant for one added or removed workload without recompiling it.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -20,6 +21,7 @@ import {
   type PeerState,
   type TenantState,
 } from '../shared/desired.js';
+import { ipToInt } from '../shared/ipv4.js';
 import { matchesSelector, selectorKey, type Labels } from '../shared/names.js';
 import { parsePorts } from '../shared/ports.js';
 import type { MemberModel, RenderSettings, TenantModel, WorkloadModel } from './model.js';
@@ -30,83 +32,116 @@ export interface CompiledTenant {
   groups: Map<string, string[]>;
   /** Group id → the selector it stands for (workload groups only). */
   groupSelectors: Map<string, Labels>;
-  /** Group id → the nodes hosting a member of it. */
-  groupNodes: Map<string, Set<string>>;
+  /** Group id → node → how many of the group's members run there. */
+  groupNodes: Map<string, Map<string, number>>;
   rules: AllowRule[];
   workloadsByNode: Map<string, LocalWorkload[]>;
   entryPointsByNode: Map<string, EntryPoint[]>;
   exposuresByGateway: Map<string, GatewayExposure[]>;
   membersByHost: Map<string, MemberModel>;
+  /** The peer list as nodes see it (every keyed member) and as gateways see it (keyed nodes). */
+  nodePeers: PeerState[];
+  gatewayPeers: PeerState[];
   egressGateway: string | null;
   egressAllow: EgressAllow[];
 }
 
-const groupId = (kind: 's' | 'x', key: string): string =>
-  `${kind}_${createHash('sha256').update(key).digest('hex').slice(0, 12)}`;
+const groupId = (kind: 's' | 'x', key: string): string => `${kind}_${createHash('sha256').update(key).digest('hex').slice(0, 12)}`;
 
 /** The group id of a workload selector (stable across renders and hosts). */
 export const selectorGroupId = (selector: Labels): string => groupId('s', selectorKey(selector));
 
 export function compileTenant(model: TenantModel): CompiledTenant {
+  const membersByHost = new Map(model.members.map((m) => [m.host.name, m]));
   const groups = new Map<string, string[]>();
   const groupSelectors = new Map<string, Labels>();
-  const groupNodes = new Map<string, Set<string>>();
+  const groupNodes = new Map<string, Map<string, number>>();
 
   const workloadGroup = (selector: Labels): string => {
     const id = selectorGroupId(selector);
     if (!groups.has(id)) {
       const members = model.workloads.filter((w) => matchesSelector(selector, w.labels));
-      groups.set(id, members.map((w) => w.address).sort(compareIp));
+      groups.set(id, sortIps(members.map((w) => w.address)));
       groupSelectors.set(id, selector);
-      groupNodes.set(id, new Set(members.map((w) => w.node)));
+      const nodes = new Map<string, number>();
+      for (const w of members) nodes.set(w.node, (nodes.get(w.node) ?? 0) + 1);
+      groupNodes.set(id, nodes);
     }
     return id;
   };
 
-  const membersByHost = new Map(model.members.map((m) => [m.host.name, m]));
   const rules: AllowRule[] = [];
   for (const p of [...model.policies].sort(byName)) {
     const from = workloadGroup(p.spec.from);
     const to = workloadGroup(p.spec.to);
     for (const [i, a] of p.spec.allow.entries()) {
-      rules.push({
-        origin: `policy:${p.name}`,
-        from,
-        to,
-        protocol: a.protocol,
-        ports: a.protocol === 'icmp' ? [] : parsePorts(a.ports, `allow[${i}].ports`),
-      });
+      rules.push({ origin: `policy:${p.name}`, from, to, protocol: a.protocol, ports: a.protocol === 'icmp' ? [] : parsePorts(a.ports, `allow[${i}].ports`) });
     }
+  }
+  for (const e of [...model.exposures].sort(byName)) {
+    const gateways = exposureGateways(e.spec.gateways, membersByHost);
+    // Workload group even without mesh mode: adding a target must find this exposure.
+    const to = workloadGroup(e.spec.target.selector);
+    if (e.spec.mode !== 'mesh' || gateways.length === 0) continue;
+    // Admit only the exposure's gateways to the entry point's port.
+    const from = groupId('x', `exposure:${e.name}`);
+    groups.set(from, sortIps(gateways.map((g) => g.meshAddress)));
+    const port = e.spec.target.port;
+    rules.push({ origin: `exposure:${e.name}`, from, to, protocol: 'tcp', ports: [{ from: port, to: port }] });
   }
 
   const workloadsByNode = new Map<string, LocalWorkload[]>();
-  for (const w of [...model.workloads].sort(byName)) {
+  for (const w of model.workloads) {
     let list = workloadsByNode.get(w.node);
     if (!list) workloadsByNode.set(w.node, (list = []));
     list.push({ name: w.name, address: w.address, labels: w.labels });
   }
+  for (const list of workloadsByNode.values()) list.sort(byName);
 
+  // Egress leaves through one gateway per tenant: the first, by name, of those named by any rule.
+  const egressGateway = [...new Set(model.egress.flatMap((r) => r.spec.gateways))].filter((g) => membersByHost.has(g)).sort()[0] ?? null;
+  const egressAllow: EgressAllow[] = [];
+  for (const r of [...model.egress].sort(byName)) {
+    for (const [i, d] of r.spec.destinations.entries()) {
+      egressAllow.push({ rule: r.name, cidr: d.cidr, protocol: d.protocol, ports: d.protocol === 'icmp' ? [] : parsePorts(d.ports, `destinations[${i}].ports`) });
+    }
+  }
+
+  const { nodePeers, gatewayPeers } = compilePeers(model.members, egressGateway, egressAllow);
+  return {
+    model,
+    groups,
+    groupSelectors,
+    groupNodes,
+    rules,
+    workloadsByNode,
+    ...compileExposures(model, membersByHost),
+    membersByHost,
+    nodePeers,
+    gatewayPeers,
+    egressGateway,
+    egressAllow,
+  };
+}
+
+function exposureGateways(names: string[], membersByHost: Map<string, MemberModel>): EntryPoint['gateways'] {
+  return [...names]
+    .sort()
+    .map((g) => membersByHost.get(g))
+    .filter((m): m is MemberModel => m !== undefined)
+    .map((m) => ({ host: m.host.name, meshAddress: m.address, routerPort: ROUTER_PORT }));
+}
+
+function compileExposures(model: TenantModel, membersByHost: Map<string, MemberModel>): Pick<CompiledTenant, 'entryPointsByNode' | 'exposuresByGateway'> {
   const entryPointsByNode = new Map<string, EntryPoint[]>();
   const exposuresByGateway = new Map<string, GatewayExposure[]>();
   for (const e of [...model.exposures].sort(byName)) {
     const targets = model.workloads.filter((w) => matchesSelector(e.spec.target.selector, w.labels)).sort(byName);
-    const gateways = [...e.spec.gateways]
-      .sort()
-      .map((g) => membersByHost.get(g))
-      .filter((m): m is MemberModel => m !== undefined)
-      .map((m) => ({ host: m.host.name, meshAddress: m.address, routerPort: ROUTER_PORT }));
+    const gateways = exposureGateways(e.spec.gateways, membersByHost);
     for (const w of targets) {
       let list = entryPointsByNode.get(w.node);
       if (!list) entryPointsByNode.set(w.node, (list = []));
       list.push({ exposure: e.name, workload: w.name, address: w.address, port: e.spec.target.port, mode: e.spec.mode, gateways });
-    }
-    if (e.spec.mode === 'mesh' && gateways.length > 0 && targets.length > 0) {
-      // Admit only the exposure's gateways to the entry point's port.
-      const from = groupId('x', `exposure:${e.name}`);
-      groups.set(from, gateways.map((g) => g.meshAddress).sort(compareIp));
-      const to = workloadGroup(e.spec.target.selector);
-      const port = e.spec.target.port;
-      rules.push({ origin: `exposure:${e.name}`, from, to, protocol: 'tcp', ports: [{ from: port, to: port }] });
     }
     const exposure: GatewayExposure = {
       tenant: model.name,
@@ -125,33 +160,68 @@ export function compileTenant(model: TenantModel): CompiledTenant {
       list.push(exposure);
     }
   }
+  return { entryPointsByNode, exposuresByGateway };
+}
 
-  // Egress leaves through one gateway per tenant: the first, by name, of those named by any rule.
-  const egressGateways = [...new Set(model.egress.flatMap((r) => r.spec.gateways))].filter((g) => membersByHost.has(g)).sort();
-  const egressAllow: EgressAllow[] = [];
-  for (const r of [...model.egress].sort(byName)) {
-    for (const [i, d] of r.spec.destinations.entries()) {
-      egressAllow.push({
-        rule: r.name,
-        cidr: d.cidr,
-        protocol: d.protocol,
-        ports: d.protocol === 'icmp' ? [] : parsePorts(d.ports, `destinations[${i}].ports`),
-      });
-    }
+function compilePeers(members: MemberModel[], egressGateway: string | null, egressAllow: EgressAllow[]): { nodePeers: PeerState[]; gatewayPeers: PeerState[] } {
+  const egressCidrs = [...new Set(egressAllow.map((a) => a.cidr))];
+  const nodePeers: PeerState[] = [];
+  const gatewayPeers: PeerState[] = [];
+  for (const m of [...members].sort((a, b) => (a.host.name < b.host.name ? -1 : 1))) {
+    if (m.publicKey === null) continue;
+    const isNode = m.host.kind === 'node';
+    const peer: PeerState = {
+      host: m.host.name,
+      kind: m.host.kind,
+      publicKey: m.publicKey,
+      endpoint: m.host.endpointHost === null ? null : `${m.host.endpointHost}:${m.listenPort}`,
+      allowedIps: isNode ? [m.slice] : [`${m.address}/32`, ...(m.host.name === egressGateway ? egressCidrs : [])],
+      meshAddress: m.address,
+    };
+    nodePeers.push(peer);
+    // Gateways peer only with nodes; egress destinations are not routes on a gateway.
+    if (isNode) gatewayPeers.push(peer);
+  }
+  return { nodePeers, gatewayPeers };
+}
+
+/**
+ * The compiled tenant after one workload is added (or removed), sharing
+ * every piece the change does not touch. The caller guarantees membership did
+ * not change (a new member needs compileTenant).
+ */
+export function withWorkload(c: CompiledTenant, w: WorkloadModel, op: 'add' | 'remove'): CompiledTenant {
+  const add = op === 'add';
+  const workloads = add ? [...c.model.workloads, w] : c.model.workloads.filter((x) => x.name !== w.name);
+  const model: TenantModel = { ...c.model, workloads };
+
+  const groups = new Map(c.groups);
+  const groupNodes = new Map(c.groupNodes);
+  for (const [id, selector] of c.groupSelectors) {
+    if (!matchesSelector(selector, w.labels)) continue;
+    const addresses = c.groups.get(id) ?? [];
+    groups.set(id, add ? insertSorted(addresses, w.address) : addresses.filter((a) => a !== w.address));
+    const nodes = new Map(c.groupNodes.get(id));
+    const n = (nodes.get(w.node) ?? 0) + (add ? 1 : -1);
+    if (n > 0) nodes.set(w.node, n);
+    else nodes.delete(w.node);
+    groupNodes.set(id, nodes);
   }
 
+  const workloadsByNode = new Map(c.workloadsByNode);
+  const local = c.workloadsByNode.get(w.node) ?? [];
+  const next = add ? [...local, { name: w.name, address: w.address, labels: w.labels }].sort(byName) : local.filter((x) => x.name !== w.name);
+  if (next.length) workloadsByNode.set(w.node, next);
+  else workloadsByNode.delete(w.node);
+
+  const exposed = c.model.exposures.some((e) => matchesSelector(e.spec.target.selector, w.labels));
   return {
+    ...c,
     model,
     groups,
-    groupSelectors,
     groupNodes,
-    rules,
     workloadsByNode,
-    entryPointsByNode,
-    exposuresByGateway,
-    membersByHost,
-    egressGateway: egressGateways[0] ?? null,
-    egressAllow,
+    ...(exposed ? compileExposures(model, c.membersByHost) : {}),
   };
 }
 
@@ -159,17 +229,21 @@ export interface HostToRender {
   name: string;
   kind: HostKind;
   version: number;
+  /** Underlay endpoint; null when behind NAT (it then keeps NAT mappings alive). */
+  endpointHost: string | null;
   /** The compiled tenants this host is a member of. */
   tenants: CompiledTenant[];
+  /** Nodes: the names of all tenants (their CNI networks). */
+  networks?: string[];
 }
 
 export function renderHost(host: HostToRender, settings: RenderSettings): DesiredState {
   const tenants: TenantState[] = [];
   const exposures: GatewayExposure[] = [];
-  for (const t of [...host.tenants].sort((a, b) => a.model.name.localeCompare(b.model.name))) {
+  for (const t of [...host.tenants].sort((a, b) => (a.model.name < b.model.name ? -1 : 1))) {
     const self = t.membersByHost.get(host.name);
     if (!self) continue;
-    tenants.push(renderTenant(t, self, settings));
+    tenants.push(renderTenant(t, self));
     if (host.kind === 'gateway') exposures.push(...(t.exposuresByGateway.get(host.name) ?? []));
   }
   return {
@@ -177,43 +251,27 @@ export function renderHost(host: HostToRender, settings: RenderSettings): Desire
     kind: host.kind,
     host: host.name,
     version: host.version,
-    settings: { mtu: settings.mtu, statusIntervalSeconds: settings.statusIntervalSeconds },
+    settings: {
+      mtu: settings.mtu,
+      statusIntervalSeconds: settings.statusIntervalSeconds,
+      keepaliveSeconds: host.endpointHost === null ? settings.keepaliveSeconds : null,
+    },
     tenants,
     exposures,
+    networks: host.kind === 'node' ? (host.networks ?? []) : [],
   };
 }
 
-function renderTenant(t: CompiledTenant, self: MemberModel, settings: RenderSettings): TenantState {
+function renderTenant(t: CompiledTenant, self: MemberModel): TenantState {
   const me = self.host;
-  const egressCidrs = t.egressAllow.map((a) => a.cidr);
-  const peers: PeerState[] = [];
-  for (const m of t.model.members) {
-    if (m.host.name === me.name || m.publicKey === null) continue;
-    // Nodes peer with every member; gateways only with nodes.
-    if (me.kind === 'gateway' && m.host.kind === 'gateway') continue;
-    const allowedIps = m.host.kind === 'node' ? [m.slice] : [`${m.address}/32`];
-    if (me.kind === 'node' && m.host.name === t.egressGateway) allowedIps.push(...dedupe(egressCidrs));
-    peers.push({
-      host: m.host.name,
-      kind: m.host.kind,
-      publicKey: m.publicKey,
-      endpoint: m.host.endpointHost === null ? null : `${m.host.endpointHost}:${m.listenPort}`,
-      allowedIps,
-      meshAddress: m.address,
-      keepalive: me.endpointHost === null && m.host.endpointHost !== null ? settings.keepaliveSeconds : null,
-    });
-  }
-
   const isNode = me.kind === 'node';
-  const workloads = isNode ? (t.workloadsByNode.get(me.name) ?? []) : [];
-  const rules = isNode ? t.rules.filter((r) => touchesNode(t, r, me.name)) : [];
+  const rules = isNode ? t.rules.filter((r) => (t.groupNodes.get(r.from)?.has(me.name) ?? false) || (t.groupNodes.get(r.to)?.has(me.name) ?? false)) : [];
   const groups: Record<string, string[]> = {};
   for (const r of rules) {
     groups[r.from] = t.groups.get(r.from) ?? [];
     groups[r.to] = t.groups.get(r.to) ?? [];
   }
   const gw = t.egressGateway === null ? null : t.membersByHost.get(t.egressGateway);
-
   return {
     tenant: t.model.name,
     iface: tenantInterfaceName(t.model.name, t.model.id),
@@ -222,20 +280,12 @@ function renderTenant(t: CompiledTenant, self: MemberModel, settings: RenderSett
     address: self.address,
     listenPort: self.listenPort,
     publicKey: self.publicKey,
-    peers,
-    workloads,
+    peers: isNode ? t.nodePeers : t.gatewayPeers,
+    workloads: isNode ? (t.workloadsByNode.get(me.name) ?? []) : [],
     firewall: { groups, rules },
     entryPoints: isNode ? (t.entryPointsByNode.get(me.name) ?? []) : [],
-    egress: {
-      gateway: gw ? { host: gw.host.name, meshAddress: gw.address } : null,
-      allow: gw ? t.egressAllow : [],
-    },
+    egress: { gateway: gw ? { host: gw.host.name, meshAddress: gw.address } : null, allow: gw ? t.egressAllow : [] },
   };
-}
-
-/** A node enforces a rule when it hosts a workload on either side of it. */
-function touchesNode(t: CompiledTenant, r: AllowRule, node: string): boolean {
-  return (t.groupNodes.get(r.from)?.has(node) ?? false) || (t.groupNodes.get(r.to)?.has(node) ?? false);
 }
 
 /**
@@ -250,8 +300,8 @@ export function hostsAffectedByWorkload(t: CompiledTenant, w: WorkloadModel): Se
   for (const [id, selector] of t.groupSelectors) if (matchesSelector(selector, w.labels)) hit.add(id);
   for (const r of t.rules) {
     if (!hit.has(r.from) && !hit.has(r.to)) continue;
-    for (const n of t.groupNodes.get(r.from) ?? []) affected.add(n);
-    for (const n of t.groupNodes.get(r.to) ?? []) affected.add(n);
+    for (const n of t.groupNodes.get(r.from)?.keys() ?? []) affected.add(n);
+    for (const n of t.groupNodes.get(r.to)?.keys() ?? []) affected.add(n);
   }
   for (const e of t.model.exposures) {
     if (matchesSelector(e.spec.target.selector, w.labels)) for (const g of e.spec.gateways) affected.add(g);
@@ -259,12 +309,25 @@ export function hostsAffectedByWorkload(t: CompiledTenant, w: WorkloadModel): Se
   return affected;
 }
 
-function compareIp(a: string, b: string): number {
-  const x = a.split('.').map(Number);
-  const y = b.split('.').map(Number);
-  for (let i = 0; i < 4; i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
-  return 0;
+function insertSorted(xs: string[], x: string): string[] {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (compareIp(xs[mid]!, x) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return [...xs.slice(0, lo), x, ...xs.slice(lo)];
 }
 
+/** Sort dotted-quad addresses numerically (decorate once, sort numbers). */
+function sortIps(ips: string[]): string[] {
+  return ips
+    .map((ip) => [ipToInt(ip), ip] as const)
+    .sort((a, b) => a[0] - b[0])
+    .map((x) => x[1]);
+}
+
+const compareIp = (a: string, b: string): number => ipToInt(a) - ipToInt(b);
+
 const byName = (a: { name: string }, b: { name: string }): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-const dedupe = (xs: string[]): string[] => [...new Set(xs)];

@@ -8,6 +8,7 @@ import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, Valida
 import type { HostKind } from '../shared/desired.js';
 import type { Labels } from '../shared/names.js';
 import { parseCidr, cidrsOverlap } from '../shared/ipv4.js';
+import type Database from 'better-sqlite3';
 import type { Db } from './db/open.js';
 import {
   allocateGatewayAddress,
@@ -20,7 +21,7 @@ import {
   type IpamConfig,
 } from './ipam.js';
 import type { EgressSpec, ExposureSpec, MemberModel, PolicySpec, TenantModel, WorkloadModel } from './model.js';
-import { compileTenant, hostsAffectedByWorkload, type CompiledTenant } from './render.js';
+import { compileTenant, hostsAffectedByWorkload, withWorkload, type CompiledTenant } from './render.js';
 
 export interface Actor {
   /** e.g. 'admin', 'tenant:acme/ci', 'host:node1' */
@@ -89,6 +90,15 @@ export class Store {
     this.pool = validateIpamConfig(ipam);
   }
 
+  private readonly statements = new Map<string, Database.Statement>();
+
+  /** A prepared statement, compiled once per SQL text. */
+  private sql(text: string): Database.Statement {
+    let st = this.statements.get(text);
+    if (!st) this.statements.set(text, (st = this.db.prepare(text)));
+    return st;
+  }
+
   private iso(): string {
     return new Date(this.now()).toISOString();
   }
@@ -106,10 +116,10 @@ export class Store {
         const hosts = [...new Set(out.hosts ?? [])];
         const tenants = [...new Set(out.tenants ?? [])];
         if (hosts.length || tenants.length) {
-          const rev = Number(this.db.prepare(`UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision' RETURNING value`).pluck().get());
-          const bumpHost = this.db.prepare('UPDATE hosts SET version = ? WHERE id = ?');
+          const rev = Number(this.sql(`UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision' RETURNING value`).pluck().get());
+          const bumpHost = this.sql('UPDATE hosts SET version = ? WHERE id = ?');
           for (const h of hosts) bumpHost.run(rev, h);
-          const bumpTenant = this.db.prepare('UPDATE tenants SET revision = ? WHERE id = ?');
+          const bumpTenant = this.sql('UPDATE tenants SET revision = ? WHERE id = ?');
           for (const t of tenants) bumpTenant.run(rev, t);
         }
         this.db
@@ -124,45 +134,51 @@ export class Store {
   }
 
   revision(): number {
-    return Number(this.db.prepare(`SELECT value FROM meta WHERE key = 'revision'`).pluck().get());
+    return Number(this.sql(`SELECT value FROM meta WHERE key = 'revision'`).pluck().get());
   }
 
   // ------------------------------------------------------------------ tenants
 
   listTenants(): TenantRow[] {
-    return this.db.prepare('SELECT * FROM tenants ORDER BY name').all() as TenantRow[];
+    return this.sql('SELECT * FROM tenants ORDER BY name').all() as TenantRow[];
+  }
+
+  tenantNames(): string[] {
+    return this.sql('SELECT name FROM tenants ORDER BY name').pluck().all() as string[];
   }
 
   tenant(name: string): TenantRow {
-    const row = this.db.prepare('SELECT * FROM tenants WHERE name = ?').get(name) as TenantRow | undefined;
+    const row = this.sql('SELECT * FROM tenants WHERE name = ?').get(name) as TenantRow | undefined;
     if (!row) throw new NotFoundError(`tenant "${name}" does not exist`);
     return row;
   }
 
   createTenant(actor: Actor, name: string, prefixLength?: number): TenantRow {
     return this.write(actor, 'tenant.create', name, () => {
-      if (this.db.prepare('SELECT 1 FROM tenants WHERE name = ?').get(name)) throw new ConflictError(`tenant "${name}" already exists`);
-      const taken = this.db.prepare('SELECT subnet FROM tenants').pluck().all() as string[];
+      if (this.sql('SELECT 1 FROM tenants WHERE name = ?').get(name)) throw new ConflictError(`tenant "${name}" already exists`);
+      const taken = this.sql('SELECT subnet FROM tenants').pluck().all() as string[];
       const subnet = allocateTenantSubnet(this.pool, prefixLength ?? this.ipam.tenantPrefix, taken);
-      this.db.prepare('INSERT INTO tenants (name, subnet, created_at) VALUES (?, ?, ?)').run(name, subnet, this.iso());
-      return { result: this.tenant(name), detail: { subnet } };
+      this.sql('INSERT INTO tenants (name, subnet, created_at) VALUES (?, ?, ?)').run(name, subnet, this.iso());
+      // Every node's list of CNI networks grows.
+      const nodes = this.sql(`SELECT id FROM hosts WHERE kind = 'node'`).pluck().all() as number[];
+      return { result: this.tenant(name), hosts: nodes, detail: { subnet } };
     });
   }
 
   deleteTenant(actor: Actor, name: string, force: boolean): void {
     this.write(actor, 'tenant.delete', name, () => {
       const t = this.tenant(name);
-      const n = this.db.prepare('SELECT COUNT(*) FROM workloads WHERE tenant_id = ?').pluck().get(t.id) as number;
+      const n = this.sql('SELECT COUNT(*) FROM workloads WHERE tenant_id = ?').pluck().get(t.id) as number;
       if (n > 0 && !force) throw new ConflictError(`tenant "${name}" still has ${n} workload(s); delete them or pass force=true`);
-      const hosts = this.memberHostIds(t.id);
-      this.db.prepare('DELETE FROM tenants WHERE id = ?').run(t.id);
+      const hosts = [...this.memberHostIds(t.id), ...(this.sql(`SELECT id FROM hosts WHERE kind = 'node'`).pluck().all() as number[])];
+      this.sql('DELETE FROM tenants WHERE id = ?').run(t.id);
       this.compiled.delete(t.id);
       return { result: undefined, hosts, detail: { workloads: n } };
     });
   }
 
   private memberHostIds(tenantId: number): number[] {
-    return this.db.prepare('SELECT host_id FROM memberships WHERE tenant_id = ?').pluck().all(tenantId) as number[];
+    return this.sql('SELECT host_id FROM memberships WHERE tenant_id = ?').pluck().all(tenantId) as number[];
   }
 
   // ------------------------------------------------------------------ tokens
@@ -179,7 +195,7 @@ export class Store {
 
   createEnrollmentToken(actor: Actor, kind: HostKind, name: string, hash: string, expiresAt: string): void {
     this.write(actor, 'enrollment-token.create', `${kind}/${name}`, () => {
-      if (this.db.prepare('SELECT 1 FROM hosts WHERE name = ?').get(name)) throw new ConflictError(`a host named "${name}" is already enrolled`);
+      if (this.sql('SELECT 1 FROM hosts WHERE name = ?').get(name)) throw new ConflictError(`a host named "${name}" is already enrolled`);
       this.db
         .prepare(`INSERT INTO tokens (hash, kind, host_kind, name, expires_at, created_at) VALUES (?, 'enroll', ?, ?, ?, ?)`)
         .run(hash, kind, name, expiresAt, this.iso());
@@ -200,16 +216,16 @@ export class Store {
 
   enroll(input: { tokenHash: string; name: string; identityKey: string; endpointHost: string | null; portBase: number | null; mgmtAddress: string | null; publicAddress: string | null }): HostRow {
     return this.write({ id: `enroll:${input.name}` }, 'host.enroll', input.name, () => {
-      const token = this.db.prepare(`SELECT * FROM tokens WHERE hash = ? AND kind = 'enroll'`).get(input.tokenHash) as TokenRow | undefined;
+      const token = this.sql(`SELECT * FROM tokens WHERE hash = ? AND kind = 'enroll'`).get(input.tokenHash) as TokenRow | undefined;
       if (!token || token.used_at !== null || (token.expires_at !== null && Date.parse(token.expires_at) <= this.now())) {
         throw new UnauthorizedError('enrollment token is unknown, expired or already used');
       }
       if (token.name !== input.name) throw new ForbiddenError(`this enrollment token is for "${token.name}", not "${input.name}"`);
-      if (this.db.prepare('SELECT 1 FROM hosts WHERE name = ?').get(input.name)) throw new ConflictError(`a host named "${input.name}" is already enrolled`);
-      if (this.db.prepare('SELECT 1 FROM hosts WHERE identity_key = ?').get(input.identityKey)) {
+      if (this.sql('SELECT 1 FROM hosts WHERE name = ?').get(input.name)) throw new ConflictError(`a host named "${input.name}" is already enrolled`);
+      if (this.sql('SELECT 1 FROM hosts WHERE identity_key = ?').get(input.identityKey)) {
         throw new ConflictError('identityKey: this identity key is already enrolled under another name');
       }
-      this.db.prepare('UPDATE tokens SET used_at = ? WHERE id = ?').run(this.iso(), token.id);
+      this.sql('UPDATE tokens SET used_at = ? WHERE id = ?').run(this.iso(), token.id);
       this.db
         .prepare(
           `INSERT INTO hosts (name, kind, identity_key, endpoint_host, port_base, mgmt_address, public_address, created_at, last_seen)
@@ -223,21 +239,21 @@ export class Store {
   }
 
   listHosts(kind: HostKind): HostRow[] {
-    return this.db.prepare('SELECT * FROM hosts WHERE kind = ? ORDER BY name').all(kind) as HostRow[];
+    return this.sql('SELECT * FROM hosts WHERE kind = ? ORDER BY name').all(kind) as HostRow[];
   }
 
   host(name: string, kind?: HostKind): HostRow {
-    const row = this.db.prepare('SELECT * FROM hosts WHERE name = ?').get(name) as HostRow | undefined;
+    const row = this.sql('SELECT * FROM hosts WHERE name = ?').get(name) as HostRow | undefined;
     if (!row || (kind && row.kind !== kind)) throw new NotFoundError(`${kind ?? 'host'} "${name}" does not exist`);
     return row;
   }
 
   hostById(id: number): HostRow | undefined {
-    return this.db.prepare('SELECT * FROM hosts WHERE id = ?').get(id) as HostRow | undefined;
+    return this.sql('SELECT * FROM hosts WHERE id = ?').get(id) as HostRow | undefined;
   }
 
   findHost(name: string): HostRow | undefined {
-    return this.db.prepare('SELECT * FROM hosts WHERE name = ?').get(name) as HostRow | undefined;
+    return this.sql('SELECT * FROM hosts WHERE name = ?').get(name) as HostRow | undefined;
   }
 
   deleteHost(actor: Actor, name: string, kind: HostKind): void {
@@ -251,17 +267,17 @@ export class Store {
         .pluck()
         .all(h.id, h.id) as string[];
       if (refs.length) throw new ConflictError(`${kind} "${name}" is still used by ${refs.join(', ')}`);
-      const tenants = this.db.prepare('SELECT tenant_id FROM memberships WHERE host_id = ?').pluck().all(h.id) as number[];
+      const tenants = this.sql('SELECT tenant_id FROM memberships WHERE host_id = ?').pluck().all(h.id) as number[];
       const affected = tenants.flatMap((t) => this.memberHostIds(t)).filter((id) => id !== h.id);
-      const workloads = this.db.prepare('SELECT COUNT(*) FROM workloads WHERE host_id = ?').pluck().get(h.id) as number;
-      this.db.prepare('DELETE FROM hosts WHERE id = ?').run(h.id);
+      const workloads = this.sql('SELECT COUNT(*) FROM workloads WHERE host_id = ?').pluck().get(h.id) as number;
+      this.sql('DELETE FROM hosts WHERE id = ?').run(h.id);
       return { result: undefined, hosts: affected, tenants, detail: { workloads } };
     });
   }
 
   /** Record that a host was heard from (authenticated request). */
   touchHost(id: number): void {
-    this.db.prepare('UPDATE hosts SET last_seen = ? WHERE id = ?').run(this.iso(), id);
+    this.sql('UPDATE hosts SET last_seen = ? WHERE id = ?').run(this.iso(), id);
   }
 
   reportStatus(host: HostRow, report: { appliedVersion: number; errors: string[]; drops: Record<string, number>; details?: unknown }): void {
@@ -283,33 +299,33 @@ export class Store {
   registerKey(host: HostRow, tenant: string, publicKey: string): void {
     this.write({ id: `host:${host.name}` }, 'key.register', `${tenant}/${host.name}`, () => {
       const t = this.tenant(tenant);
-      const m = this.db.prepare('SELECT public_key FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, host.id) as { public_key: string | null } | undefined;
+      const m = this.sql('SELECT public_key FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, host.id) as { public_key: string | null } | undefined;
       if (!m) throw new NotFoundError(`${host.kind} "${host.name}" is not a member of tenant "${tenant}"`);
       if (m.public_key === publicKey) return { result: undefined };
-      const clash = this.db.prepare('SELECT 1 FROM memberships WHERE tenant_id = ? AND public_key = ? AND host_id != ?').get(t.id, publicKey, host.id);
+      const clash = this.sql('SELECT 1 FROM memberships WHERE tenant_id = ? AND public_key = ? AND host_id != ?').get(t.id, publicKey, host.id);
       if (clash) throw new ConflictError('publicKey: another member of this tenant already uses this key');
-      this.db.prepare('UPDATE memberships SET public_key = ?, key_updated_at = ? WHERE tenant_id = ? AND host_id = ?').run(publicKey, this.iso(), t.id, host.id);
+      this.sql('UPDATE memberships SET public_key = ?, key_updated_at = ? WHERE tenant_id = ? AND host_id = ?').run(publicKey, this.iso(), t.id, host.id);
       return { result: undefined, hosts: this.memberHostIds(t.id), tenants: [t.id], detail: { rotated: m.public_key !== null, publicKey } };
     });
   }
 
   /** Inside a write: make `host` a member of `tenant`, allocating its slice/address and port. Returns true if new. */
   private ensureMembership(t: TenantRow, h: HostRow): boolean {
-    if (this.db.prepare('SELECT 1 FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, h.id)) return false;
-    const ports = this.db.prepare('SELECT listen_port FROM memberships WHERE host_id = ?').pluck().all(h.id) as number[];
+    if (this.sql('SELECT 1 FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, h.id)) return false;
+    const ports = this.sql('SELECT listen_port FROM memberships WHERE host_id = ?').pluck().all(h.id) as number[];
     const listenPort = allocateListenPort(h.port_base, ports);
     let slice: string;
     let address: string;
     if (h.kind === 'node') {
-      const taken = this.db.prepare(`SELECT slice FROM memberships m JOIN hosts h ON h.id = m.host_id WHERE m.tenant_id = ? AND h.kind = 'node'`).pluck().all(t.id) as string[];
+      const taken = this.sql(`SELECT slice FROM memberships m JOIN hosts h ON h.id = m.host_id WHERE m.tenant_id = ? AND h.kind = 'node'`).pluck().all(t.id) as string[];
       slice = allocateNodeSlice(t.subnet, this.ipam.slicePrefix, taken);
       address = nodeAddress(slice);
     } else {
-      const taken = this.db.prepare(`SELECT address FROM memberships m JOIN hosts h ON h.id = m.host_id WHERE m.tenant_id = ? AND h.kind = 'gateway'`).pluck().all(t.id) as string[];
+      const taken = this.sql(`SELECT address FROM memberships m JOIN hosts h ON h.id = m.host_id WHERE m.tenant_id = ? AND h.kind = 'gateway'`).pluck().all(t.id) as string[];
       address = allocateGatewayAddress(t.subnet, this.ipam.slicePrefix, taken);
       slice = `${address}/32`;
     }
-    this.db.prepare('INSERT INTO memberships (tenant_id, host_id, slice, address, listen_port) VALUES (?, ?, ?, ?, ?)').run(t.id, h.id, slice, address, listenPort);
+    this.sql('INSERT INTO memberships (tenant_id, host_id, slice, address, listen_port) VALUES (?, ?, ?, ?, ?)').run(t.id, h.id, slice, address, listenPort);
     return true;
   }
 
@@ -324,7 +340,7 @@ export class Store {
       )
       .pluck()
       .all(t.id, t.id, t.id) as number[];
-    for (const h of stale) this.db.prepare('DELETE FROM memberships WHERE tenant_id = ? AND host_id = ?').run(t.id, h);
+    for (const h of stale) this.sql('DELETE FROM memberships WHERE tenant_id = ? AND host_id = ?').run(t.id, h);
     return stale;
   }
 
@@ -332,14 +348,14 @@ export class Store {
 
   listWorkloads(tenant: string): WorkloadView[] {
     const t = this.tenant(tenant);
-    return (this.db.prepare(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? ORDER BY w.name`).all(t.id) as (WorkloadRow & { node: string })[]).map((r) =>
+    return (this.sql(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? ORDER BY w.name`).all(t.id) as (WorkloadRow & { node: string })[]).map((r) =>
       workloadView(t.name, r),
     );
   }
 
   workload(tenant: string, name: string): WorkloadView {
     const t = this.tenant(tenant);
-    const r = this.db.prepare(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? AND w.name = ?`).get(t.id, name) as
+    const r = this.sql(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? AND w.name = ?`).get(t.id, name) as
       | (WorkloadRow & { node: string })
       | undefined;
     if (!r) throw new NotFoundError(`workload "${name}" does not exist in tenant "${tenant}"`);
@@ -352,37 +368,42 @@ export class Store {
    * CNI path retries ADD).
    */
   createWorkload(actor: Actor, tenant: string, name: string, node: string, labels: Labels, idempotent = false): { workload: WorkloadView; created: boolean } {
-    return this.write<{ workload: WorkloadView; created: boolean }>(actor, 'workload.create', `${tenant}/${name}`, () => {
+    let patch: (() => void) | undefined;
+    const out = this.write<{ workload: WorkloadView; created: boolean }>(actor, 'workload.create', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       const h = this.host(node, 'node');
-      const existing = this.db.prepare('SELECT w.*, ? AS node FROM workloads w WHERE tenant_id = ? AND name = ?').get(node, t.id, name) as (WorkloadRow & { node: string }) | undefined;
+      const existing = this.sql('SELECT w.*, ? AS node FROM workloads w WHERE tenant_id = ? AND name = ?').get(node, t.id, name) as (WorkloadRow & { node: string }) | undefined;
       if (existing) {
         if (idempotent && existing.host_id === h.id) return { result: { workload: workloadView(tenant, existing), created: false } };
         throw new ConflictError(`workload "${name}" already exists in tenant "${tenant}"`);
       }
       const before = this.compiledTenant(t);
       const newMember = this.ensureMembership(t, h);
-      const slice = this.db.prepare('SELECT slice FROM memberships WHERE tenant_id = ? AND host_id = ?').pluck().get(t.id, h.id) as string;
-      const inUse = new Set(this.db.prepare('SELECT address FROM workloads WHERE host_id = ? AND tenant_id = ?').pluck().all(h.id, t.id) as string[]);
+      const slice = this.sql('SELECT slice FROM memberships WHERE tenant_id = ? AND host_id = ?').pluck().get(t.id, h.id) as string;
+      const inUse = new Set(this.sql('SELECT address FROM workloads WHERE host_id = ? AND tenant_id = ?').pluck().all(h.id, t.id) as string[]);
       const quarantined = new Set(
-        this.db.prepare('SELECT address FROM released_addresses WHERE tenant_id = ? AND released_at_ms > ?').pluck().all(t.id, this.now() - this.ipam.quarantineMs) as string[],
+        this.sql('SELECT address FROM released_addresses WHERE tenant_id = ? AND released_at_ms > ?').pluck().all(t.id, this.now() - this.ipam.quarantineMs) as string[],
       );
       const address = allocateWorkloadAddress(slice, inUse, quarantined, node);
-      this.db.prepare('DELETE FROM released_addresses WHERE tenant_id = ? AND address = ?').run(t.id, address);
+      this.sql('DELETE FROM released_addresses WHERE tenant_id = ? AND address = ?').run(t.id, address);
       this.db
         .prepare('INSERT INTO workloads (tenant_id, host_id, name, labels, address, created_at) VALUES (?, ?, ?, ?, ?, ?)')
         .run(t.id, h.id, name, JSON.stringify(labels), address, this.iso());
       const model: WorkloadModel = { name, node, address, labels };
       const hosts = newMember ? this.memberHostIds(t.id) : this.hostIds(hostsAffectedByWorkload(before, model));
       const workload = this.workload(tenant, name);
+      if (!newMember) patch = () => this.patchCompiled(t.id, withWorkload(before, model, 'add'));
       return { result: { workload, created: true }, hosts, tenants: [t.id], detail: { node, address, labels } };
     });
+    patch?.();
+    return out;
   }
 
   deleteWorkload(actor: Actor, tenant: string, name: string, onlyNode?: HostRow): boolean {
-    return this.write(actor, 'workload.delete', `${tenant}/${name}`, () => {
+    let patch: (() => void) | undefined;
+    const out = this.write(actor, 'workload.delete', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
-      const r = this.db.prepare(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? AND w.name = ?`).get(t.id, name) as
+      const r = this.sql(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? AND w.name = ?`).get(t.id, name) as
         | (WorkloadRow & { node: string })
         | undefined;
       if (!r) {
@@ -391,17 +412,21 @@ export class Store {
       }
       if (onlyNode && r.host_id !== onlyNode.id) throw new ForbiddenError(`workload "${name}" runs on another node`);
       const before = this.compiledTenant(t);
-      this.db.prepare('DELETE FROM workloads WHERE id = ?').run(r.id);
+      this.sql('DELETE FROM workloads WHERE id = ?').run(r.id);
       this.db
         .prepare('INSERT INTO released_addresses (tenant_id, address, released_at_ms) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET released_at_ms = excluded.released_at_ms')
         .run(t.id, r.address, this.now());
-      const hosts = this.hostIds(hostsAffectedByWorkload(before, { name, node: r.node, address: r.address, labels: JSON.parse(r.labels) as Labels }));
+      const model: WorkloadModel = { name, node: r.node, address: r.address, labels: JSON.parse(r.labels) as Labels };
+      const hosts = this.hostIds(hostsAffectedByWorkload(before, model));
+      patch = () => this.patchCompiled(t.id, withWorkload(before, model, 'remove'));
       return { result: true, hosts, tenants: [t.id], detail: { node: r.node, address: r.address } };
     });
+    patch?.();
+    return out;
   }
 
   private hostIds(names: Iterable<string>): number[] {
-    const stmt = this.db.prepare('SELECT id FROM hosts WHERE name = ?').pluck();
+    const stmt = this.sql('SELECT id FROM hosts WHERE name = ?').pluck();
     const ids: number[] = [];
     for (const n of names) {
       const id = stmt.get(n) as number | undefined;
@@ -414,7 +439,7 @@ export class Store {
 
   listSpecs<T>(kind: SpecKind, tenant: string): { name: string; spec: T; updatedAt: string }[] {
     const t = this.tenant(tenant);
-    return (this.db.prepare(`SELECT name, spec, updated_at FROM ${kind} WHERE tenant_id = ? ORDER BY name`).all(t.id) as { name: string; spec: string; updated_at: string }[]).map((r) => ({
+    return (this.sql(`SELECT name, spec, updated_at FROM ${kind} WHERE tenant_id = ? ORDER BY name`).all(t.id) as { name: string; spec: string; updated_at: string }[]).map((r) => ({
       name: r.name,
       spec: JSON.parse(r.spec) as T,
       updatedAt: r.updated_at,
@@ -423,7 +448,7 @@ export class Store {
 
   getSpec<T>(kind: SpecKind, tenant: string, name: string): { name: string; spec: T; updatedAt: string } {
     const t = this.tenant(tenant);
-    const r = this.db.prepare(`SELECT name, spec, updated_at FROM ${kind} WHERE tenant_id = ? AND name = ?`).get(t.id, name) as { name: string; spec: string; updated_at: string } | undefined;
+    const r = this.sql(`SELECT name, spec, updated_at FROM ${kind} WHERE tenant_id = ? AND name = ?`).get(t.id, name) as { name: string; spec: string; updated_at: string } | undefined;
     if (!r) throw new NotFoundError(`${singular(kind)} "${name}" does not exist in tenant "${tenant}"`);
     return { name: r.name, spec: JSON.parse(r.spec) as T, updatedAt: r.updated_at };
   }
@@ -441,24 +466,24 @@ export class Store {
       const t = this.tenant(tenant);
       const gateways = spec.gateways.map((g) => this.gatewayFor(g, 'gateways'));
       const created = this.upsertSpec('exposures', t, name, spec);
-      const id = this.db.prepare('SELECT id FROM exposures WHERE tenant_id = ? AND name = ?').pluck().get(t.id, name) as number;
-      this.db.prepare('DELETE FROM exposure_hostnames WHERE exposure_id = ?').run(id);
-      this.db.prepare('DELETE FROM exposure_ports WHERE exposure_id = ?').run(id);
-      this.db.prepare('DELETE FROM exposure_gateways WHERE exposure_id = ?').run(id);
+      const id = this.sql('SELECT id FROM exposures WHERE tenant_id = ? AND name = ?').pluck().get(t.id, name) as number;
+      this.sql('DELETE FROM exposure_hostnames WHERE exposure_id = ?').run(id);
+      this.sql('DELETE FROM exposure_ports WHERE exposure_id = ?').run(id);
+      this.sql('DELETE FROM exposure_gateways WHERE exposure_id = ?').run(id);
       for (const hostname of spec.hostnames) {
         const owner = this.db
           .prepare('SELECT t.name || \'/\' || e.name FROM exposure_hostnames x JOIN exposures e ON e.id = x.exposure_id JOIN tenants t ON t.id = e.tenant_id WHERE x.hostname = ?')
           .pluck()
           .get(hostname) as string | undefined;
         if (owner) throw new ConflictError(`hostnames: "${hostname}" is already served by exposure ${owner.split('/')[0] === tenant ? owner : 'of another tenant'}`);
-        this.db.prepare('INSERT INTO exposure_hostnames (hostname, exposure_id) VALUES (?, ?)').run(hostname, id);
+        this.sql('INSERT INTO exposure_hostnames (hostname, exposure_id) VALUES (?, ?)').run(hostname, id);
       }
       for (const g of gateways) {
-        this.db.prepare('INSERT INTO exposure_gateways (exposure_id, host_id) VALUES (?, ?)').run(id, g.id);
+        this.sql('INSERT INTO exposure_gateways (exposure_id, host_id) VALUES (?, ?)').run(id, g.id);
         if (spec.publicPort !== null) {
-          const clash = this.db.prepare('SELECT exposure_id FROM exposure_ports WHERE host_id = ? AND port = ?').get(g.id, spec.publicPort);
+          const clash = this.sql('SELECT exposure_id FROM exposure_ports WHERE host_id = ? AND port = ?').get(g.id, spec.publicPort);
           if (clash) throw new ConflictError(`publicPort: ${spec.publicPort} is already used on gateway "${g.name}"`);
-          this.db.prepare('INSERT INTO exposure_ports (host_id, port, exposure_id) VALUES (?, ?, ?)').run(g.id, spec.publicPort, id);
+          this.sql('INSERT INTO exposure_ports (host_id, port, exposure_id) VALUES (?, ?, ?)').run(g.id, spec.publicPort, id);
         }
         this.ensureMembership(t, g);
       }
@@ -477,10 +502,10 @@ export class Store {
         }
       }
       const created = this.upsertSpec('egress_rules', t, name, spec);
-      const id = this.db.prepare('SELECT id FROM egress_rules WHERE tenant_id = ? AND name = ?').pluck().get(t.id, name) as number;
-      this.db.prepare('DELETE FROM egress_gateways WHERE egress_id = ?').run(id);
+      const id = this.sql('SELECT id FROM egress_rules WHERE tenant_id = ? AND name = ?').pluck().get(t.id, name) as number;
+      this.sql('DELETE FROM egress_gateways WHERE egress_id = ?').run(id);
       for (const g of gateways) {
-        this.db.prepare('INSERT INTO egress_gateways (egress_id, host_id) VALUES (?, ?)').run(id, g.id);
+        this.sql('INSERT INTO egress_gateways (egress_id, host_id) VALUES (?, ?)').run(id, g.id);
         this.ensureMembership(t, g);
       }
       const pruned = this.pruneGatewayMemberships(t);
@@ -491,7 +516,7 @@ export class Store {
   deleteSpec(actor: Actor, kind: SpecKind, tenant: string, name: string): void {
     this.write(actor, `${singular(kind)}.delete`, `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
-      const info = this.db.prepare(`DELETE FROM ${kind} WHERE tenant_id = ? AND name = ?`).run(t.id, name);
+      const info = this.sql(`DELETE FROM ${kind} WHERE tenant_id = ? AND name = ?`).run(t.id, name);
       if (info.changes === 0) throw new NotFoundError(`${singular(kind)} "${name}" does not exist in tenant "${tenant}"`);
       const before = this.memberHostIds(t.id);
       const pruned = kind === 'policies' ? [] : this.pruneGatewayMemberships(t);
@@ -500,7 +525,7 @@ export class Store {
   }
 
   private upsertSpec(kind: SpecKind, t: TenantRow, name: string, spec: unknown): boolean {
-    const existed = this.db.prepare(`SELECT 1 FROM ${kind} WHERE tenant_id = ? AND name = ?`).get(t.id, name) !== undefined;
+    const existed = this.sql(`SELECT 1 FROM ${kind} WHERE tenant_id = ? AND name = ?`).get(t.id, name) !== undefined;
     this.db
       .prepare(`INSERT INTO ${kind} (tenant_id, name, spec, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at`)
       .run(t.id, name, JSON.stringify(spec), this.iso());
@@ -516,7 +541,7 @@ export class Store {
   // ------------------------------------------------------------------ audit
 
   audit(limit: number): { id: number; at: string; actor: string; action: string; target: string; detail: unknown }[] {
-    return (this.db.prepare('SELECT * FROM audit_log ORDER BY id DESC LIMIT ?').all(limit) as { id: number; at: string; actor: string; action: string; target: string; detail: string | null }[]).map(
+    return (this.sql('SELECT * FROM audit_log ORDER BY id DESC LIMIT ?').all(limit) as { id: number; at: string; actor: string; action: string; target: string; detail: string | null }[]).map(
       (r) => ({ ...r, detail: r.detail === null ? null : (JSON.parse(r.detail) as unknown) }),
     );
   }
@@ -541,7 +566,7 @@ export class Store {
       }),
     );
     const workloads = (
-      this.db.prepare('SELECT w.name, h.name AS node, w.address, w.labels FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ?').all(t.id) as {
+      this.sql('SELECT w.name, h.name AS node, w.address, w.labels FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ?').all(t.id) as {
         name: string;
         node: string;
         address: string;
@@ -549,7 +574,7 @@ export class Store {
       }[]
     ).map((r): WorkloadModel => ({ name: r.name, node: r.node, address: r.address, labels: JSON.parse(r.labels) as Labels }));
     const specs = <T>(kind: SpecKind) =>
-      (this.db.prepare(`SELECT name, spec FROM ${kind} WHERE tenant_id = ?`).all(t.id) as { name: string; spec: string }[]).map((r) => ({ name: r.name, spec: JSON.parse(r.spec) as T }));
+      (this.sql(`SELECT name, spec FROM ${kind} WHERE tenant_id = ?`).all(t.id) as { name: string; spec: string }[]).map((r) => ({ name: r.name, spec: JSON.parse(r.spec) as T }));
     return {
       id: t.id,
       name: t.name,
@@ -562,9 +587,15 @@ export class Store {
     };
   }
 
+  /** After a workload change committed: keep the cache warm with the incrementally updated tenant. */
+  private patchCompiled(tenantId: number, tenant: CompiledTenant): void {
+    const revision = this.sql('SELECT revision FROM tenants WHERE id = ?').pluck().get(tenantId) as number | undefined;
+    if (revision !== undefined) this.compiled.set(tenantId, { revision, tenant });
+  }
+
   /** The compiled tenant at its current revision (cached until the tenant changes). */
   compiledTenant(t: TenantRow): CompiledTenant {
-    const revision = this.db.prepare('SELECT revision FROM tenants WHERE id = ?').pluck().get(t.id) as number;
+    const revision = this.sql('SELECT revision FROM tenants WHERE id = ?').pluck().get(t.id) as number;
     const hit = this.compiled.get(t.id);
     if (hit && hit.revision === revision) return hit.tenant;
     const tenant = compileTenant(this.loadTenantModel(t));
@@ -573,7 +604,7 @@ export class Store {
   }
 
   tenantsOfHost(hostId: number): TenantRow[] {
-    return this.db.prepare('SELECT t.* FROM tenants t JOIN memberships m ON m.tenant_id = t.id WHERE m.host_id = ? ORDER BY t.name').all(hostId) as TenantRow[];
+    return this.sql('SELECT t.* FROM tenants t JOIN memberships m ON m.tenant_id = t.id WHERE m.host_id = ? ORDER BY t.name').all(hostId) as TenantRow[];
   }
 }
 

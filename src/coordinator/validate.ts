@@ -3,30 +3,33 @@
  * fields, CIDRs), turning a validated body into the normalised spec stored.
  */
 import { ValidationError } from '../shared/errors.js';
-import { parseCidr } from '../shared/ipv4.js';
+import { isIpv4, parseCidr } from '../shared/ipv4.js';
 import { parsePorts } from '../shared/ports.js';
 import type { EgressSpec, ExposureSpec, PolicySpec, PortSpec } from './model.js';
 
 /** Public listener ports the gateway owns for HTTP and TLS exposures. */
 export const RESERVED_PUBLIC_PORTS = [80, 443];
 
-function checkAllow(allow: PortSpec[], field: string): PortSpec[] {
-  return allow.map((a, i) => {
-    if (a.protocol === 'icmp') {
-      if (a.ports?.length) throw new ValidationError(`${field}[${i}].ports: icmp has no ports`, `${field}[${i}].ports`);
-      return { protocol: 'icmp' };
-    }
-    parsePorts(a.ports, `${field}[${i}].ports`);
-    return a.ports?.length ? { protocol: a.protocol, ports: a.ports } : { protocol: a.protocol };
-  });
+/** Check one protocol/ports entry; `field` names it, e.g. `allow[2]`. */
+function checkPortSpec(a: PortSpec, field: string): PortSpec {
+  if (a.protocol === 'icmp') {
+    if (a.ports?.length) throw new ValidationError(`${field}.ports: icmp has no ports`, `${field}.ports`);
+    return { protocol: 'icmp' };
+  }
+  parsePorts(a.ports, `${field}.ports`);
+  return a.ports?.length ? { protocol: a.protocol, ports: a.ports } : { protocol: a.protocol };
 }
 
 export function normalizePolicy(body: PolicySpec): PolicySpec {
-  return { from: body.from, to: body.to, allow: checkAllow(body.allow, 'allow') };
+  return { from: body.from, to: body.to, allow: body.allow.map((a, i) => checkPortSpec(a, `allow[${i}]`)) };
 }
 
 export function normalizeExposure(body: Partial<ExposureSpec> & Pick<ExposureSpec, 'protocol' | 'mode' | 'gateways' | 'target'>): ExposureSpec {
   const hostnames = body.hostnames ?? [];
+  for (const [i, h] of hostnames.entries()) {
+    // An address is not a name: claiming a gateway's own IP would capture its bare-IP traffic.
+    if (isIpv4(h)) throw new ValidationError(`hostnames[${i}]: "${h}" is an IP address, not a hostname`, `hostnames[${i}]`);
+  }
   const publicPort = body.publicPort ?? null;
   const tls = body.tls ?? null;
   if (body.protocol === 'tcp') {
@@ -59,8 +62,7 @@ export function normalizeEgress(body: EgressSpec): EgressSpec {
     gateways: [...body.gateways].sort(),
     destinations: body.destinations.map((d, i) => {
       parseCidr(d.cidr, `destinations[${i}].cidr`);
-      const [allowed] = checkAllow([{ protocol: d.protocol, ports: d.ports }], `destinations[${i}]`);
-      return { cidr: d.cidr, ...allowed! };
+      return { cidr: d.cidr, ...checkPortSpec({ protocol: d.protocol, ports: d.ports }, `destinations[${i}]`) };
     }),
   };
 }

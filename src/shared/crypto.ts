@@ -3,7 +3,7 @@
  * coordinator document signatures, x25519 WireGuard keys (the same bytes
  * `wg genkey | wg pubkey` produce), and signed host→coordinator requests.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, sign as edSign, verify as edVerify, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import nacl from 'tweetnacl';
 
 export const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
@@ -34,15 +34,56 @@ export function generateSigningKeyPair(): SigningKeyPair {
   return { publicKey: b64(kp.publicKey), secretKey: b64(kp.secretKey) };
 }
 
+/*
+ * Keys are made by tweetnacl (the 64-byte secret key is seed + public key);
+ * signing and verifying run through node:crypto's native ed25519, which gives
+ * the same signatures ~50x faster than tweetnacl's JavaScript — it matters on
+ * the coordinator, which checks a signature on every host request.
+ */
+const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
+const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex');
+const publicKeys = new Map<string, KeyObject>();
+const privateKeys = new Map<string, KeyObject>();
+
+function publicKeyObject(publicKey: string): KeyObject {
+  let k = publicKeys.get(publicKey);
+  if (!k) {
+    k = createPublicKey({ key: Buffer.concat([SPKI_ED25519, Buffer.from(publicKey, 'base64')]), format: 'der', type: 'spki' });
+    if (publicKeys.size > 10_000) publicKeys.clear();
+    publicKeys.set(publicKey, k);
+  }
+  return k;
+}
+
+function privateKeyObject(secretKey: string): KeyObject {
+  let k = privateKeys.get(secretKey);
+  if (!k) {
+    const seed = Buffer.from(secretKey, 'base64').subarray(0, 32);
+    k = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, seed]), format: 'der', type: 'pkcs8' });
+    if (privateKeys.size > 100) privateKeys.clear();
+    privateKeys.set(secretKey, k);
+  }
+  return k;
+}
+
 export function sign(message: string | Uint8Array, secretKey: string): string {
   const bytes = typeof message === 'string' ? Buffer.from(message) : message;
-  return b64(nacl.sign.detached(bytes, unb64(secretKey)));
+  return b64(edSign(null, bytes, privateKeyObject(secretKey)));
 }
 
 export function verify(message: string | Uint8Array, signature: string, publicKey: string): boolean {
   if (!isKey(publicKey) || !isKey(signature, 64)) return false;
   const bytes = typeof message === 'string' ? Buffer.from(message) : message;
-  return nacl.sign.detached.verify(bytes, unb64(signature), unb64(publicKey));
+  try {
+    return edVerify(null, bytes, publicKeyObject(publicKey), Buffer.from(signature, 'base64'));
+  } catch {
+    return false; // not a valid curve point
+  }
+}
+
+/** tweetnacl's own verification, kept to prove the two agree (tests). */
+export function verifyWithTweetnacl(message: string, signature: string, publicKey: string): boolean {
+  return nacl.sign.detached.verify(Buffer.from(message), unb64(signature), unb64(publicKey));
 }
 
 // ---------------------------------------------------------------- WireGuard (x25519)
@@ -125,10 +166,17 @@ export function signRequest(
 
 // ---------------------------------------------------------------- signed documents
 
+/*
+ * Documents can be megabytes (a large tenant's peers and address sets), and
+ * tweetnacl hashes in JavaScript; so the signature covers the document's
+ * SHA-256 (computed natively), which binds it just as well.
+ */
+const documentSigningText = (document: string): string => `netwall-document-v1\n${sha256hex(document)}`;
+
 export function signDocument(document: string, secretKey: string): { document: string; signature: string } {
-  return { document, signature: sign(`netwall-document-v1\n${document}`, secretKey) };
+  return { document, signature: sign(documentSigningText(document), secretKey) };
 }
 
 export function verifyDocument(signed: { document: string; signature: string }, publicKey: string): boolean {
-  return verify(`netwall-document-v1\n${signed.document}`, signed.signature, publicKey);
+  return verify(documentSigningText(signed.document), signed.signature, publicKey);
 }

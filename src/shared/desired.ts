@@ -27,12 +27,23 @@ export interface DesiredState {
   tenants: TenantState[];
   /** Gateways only: what they serve to the public. */
   exposures: GatewayExposure[];
+  /**
+   * Nodes only: every tenant a container may join here (one CNI network
+   * each), including tenants this node does not serve yet — its first
+   * container is what makes it a member.
+   */
+  networks: string[];
 }
 
 export interface HostSettings {
   mtu: number;
   /** Seconds between status reports the host sends. */
   statusIntervalSeconds: number;
+  /**
+   * Set when this host is behind NAT (it has no endpoint): keep a NAT mapping
+   * open towards every peer that has an endpoint, every this many seconds.
+   */
+  keepaliveSeconds: number | null;
 }
 
 export interface TenantState {
@@ -48,6 +59,12 @@ export interface TenantState {
   listenPort: number;
   /** The WireGuard public key the coordinator has for this host; null until the host registers one. */
   publicKey: string | null;
+  /**
+   * Every member of the tenant with a registered key that this host peers
+   * with — including this host itself, which it skips (`host` equals its own
+   * name). One list is shared by every member's document, so rendering N
+   * hosts costs O(N), not O(N²).
+   */
   peers: PeerState[];
   /** Nodes: the workloads placed on this host. Gateways: empty. */
   workloads: LocalWorkload[];
@@ -66,8 +83,6 @@ export interface PeerState {
   /** The peer's mesh address, its slice, and (for the egress gateway) the egress destinations. */
   allowedIps: string[];
   meshAddress: string;
-  /** Seconds; set when we must keep a NAT mapping open towards this peer. */
-  keepalive: number | null;
 }
 
 export interface LocalWorkload {

@@ -27,6 +27,13 @@ export interface Runner {
 /** Logs each change to the system the way wg-quick does: `[#] wg set …`. */
 export type ChangeLogger = (line: string) => void;
 
+/**
+ * The PATH host commands run with. Not the caller's: under npm/npx,
+ * node_modules/.bin comes first and holds an unrelated `nft` (from
+ * @vercel/nft) that accepts anything.
+ */
+export const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
 export class ExecaRunner implements Runner {
   constructor(private readonly env: Record<string, string> = {}) {}
 
@@ -37,7 +44,7 @@ export class ExecaRunner implements Runner {
       input: options.input,
       reject: false,
       timeout: options.timeoutMs ?? 30_000,
-      env: { LC_ALL: 'C', ...this.env },
+      env: { PATH: SYSTEM_PATH, LC_ALL: 'C', ...this.env },
       stripFinalNewline: false,
     });
     const exitCode = result.exitCode ?? -1;

@@ -7,14 +7,24 @@ export type Db = Database.Database;
  * Open (creating if needed) the coordinator database with the settings it
  * relies on, and bring its schema up to date.
  */
-export function openDatabase(path: string): Db {
+export function openDatabase(path: string, migrations: readonly string[] = MIGRATIONS): Db {
   const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('busy_timeout = 5000');
-  db.pragma('foreign_keys = ON');
-  migrate(db);
-  return db;
+  try {
+    // Refuse a newer database before any pragma that writes to the file.
+    const current = schemaVersion(db);
+    if (current > migrations.length) {
+      throw new Error(`database schema version ${current} is newer than this coordinator (${migrations.length}); refusing to run`);
+    }
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 5000');
+    db.pragma('foreign_keys = ON');
+    migrate(db, migrations);
+    return db;
+  } catch (err) {
+    db.close();
+    throw err;
+  }
 }
 
 export function schemaVersion(db: Db): number {

@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import { generateToken, hashToken } from '../../shared/crypto.js';
 import type { HostKind } from '../../shared/desired.js';
 import { RateLimitedError } from '../../shared/errors.js';
-import { parseEndpoint } from '../../shared/ipv4.js';
+import { isIpv4, parseEndpoint } from '../../shared/ipv4.js';
+import { ValidationError } from '../../shared/errors.js';
 import { actorOf } from '../auth.js';
 import { answers, bodies, params } from '../schemas.js';
 import type { HostRow, Store } from '../store.js';
@@ -57,6 +58,10 @@ export async function hostRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply) => {
       const b = req.body;
       const endpoint = b.endpoint ? parseEndpoint(b.endpoint, 'endpoint') : null;
+      for (const field of ['mgmtAddress', 'publicAddress'] as const) {
+        const v = b[field];
+        if (v !== undefined && !isIpv4(v)) throw new ValidationError(`${field}: "${v}" is not an IPv4 address`, field);
+      }
       const host = store.enroll({
         tokenHash: hashToken(b.token),
         name: b.name,

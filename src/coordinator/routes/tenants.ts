@@ -35,7 +35,14 @@ export async function tenantRoutes(app: FastifyInstance): Promise<void> {
 
   app.post<{ Params: { tenant: string }; Body: { name?: string; ttlSeconds?: number } }>(
     '/v1/tenants/:tenant/tokens',
-    { config: { access: 'admin' }, schema: { params: params.tenant, body: bodies.createTenantToken, security } },
+    {
+      config: { access: 'admin' },
+      // Every field is optional, so an empty body is fine.
+      preValidation: async (req) => {
+        req.body ??= {};
+      },
+      schema: { params: params.tenant, body: bodies.createTenantToken, security },
+    },
     async (req, reply) => {
       const token = generateToken('tenant');
       const name = req.body?.name ?? 'default';

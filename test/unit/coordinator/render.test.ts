@@ -1,11 +1,11 @@
 import test from 'ava';
 import { DEFAULT_RENDER_SETTINGS } from '../../../src/coordinator/model.js';
-import { compileTenant, hostsAffectedByWorkload, renderHost, selectorGroupId } from '../../../src/coordinator/render.js';
+import { compileTenant, hostsAffectedByWorkload, renderHost, selectorGroupId, withWorkload } from '../../../src/coordinator/render.js';
 import { golden } from '../../helpers/golden.js';
 import { acme, globex, hosts } from './fixtures.js';
 
 const compiled = () => [compileTenant(acme()), compileTenant(globex())];
-const render = (name: string, version = 7) => renderHost({ name, kind: hosts[name]!.kind, version, tenants: compiled() }, DEFAULT_RENDER_SETTINGS);
+const render = (name: string, version = 7) => renderHost({ ...hosts[name]!, version, tenants: compiled() }, DEFAULT_RENDER_SETTINGS);
 
 for (const name of ['node1', 'node2', 'node3', 'gateway1', 'gateway2']) {
   test(`golden desired state: ${name}`, (t) => {
@@ -16,15 +16,16 @@ for (const name of ['node1', 'node2', 'node3', 'gateway1', 'gateway2']) {
 test('rendering is deterministic whatever the input order', (t) => {
   const a = acme();
   const shuffled = { ...a, workloads: [...a.workloads].reverse(), members: [...a.members].reverse(), policies: [...a.policies].reverse() };
-  const one = renderHost({ name: 'node1', kind: 'node', version: 1, tenants: [compileTenant(a)] }, DEFAULT_RENDER_SETTINGS);
-  const two = renderHost({ name: 'node1', kind: 'node', version: 1, tenants: [compileTenant(shuffled)] }, DEFAULT_RENDER_SETTINGS);
+  const one = renderHost({ ...hosts.node1!, version: 1, tenants: [compileTenant(a)] }, DEFAULT_RENDER_SETTINGS);
+  const two = renderHost({ ...hosts.node1!, version: 1, tenants: [compileTenant(shuffled)] }, DEFAULT_RENDER_SETTINGS);
   // Peers keep member order by design (the store loads them sorted); compare the rest.
   t.deepEqual({ ...one.tenants[0], peers: [] }, { ...two.tenants[0], peers: [] });
 });
 
 test('a node peers with every keyed member but itself; a gateway only with nodes', (t) => {
   const n1 = render('node1').tenants.find((x) => x.tenant === 'acme')!;
-  t.deepEqual(n1.peers.map((p) => p.host), ['node2', 'gateway1', 'gateway2']); // node3 has no key yet
+  // The list is shared by all members and includes the host itself, which skips it; node3 has no key yet.
+  t.deepEqual(n1.peers.map((p) => p.host), ['gateway1', 'gateway2', 'node1', 'node2']);
   const g1 = render('gateway1').tenants.find((x) => x.tenant === 'acme')!;
   t.deepEqual(g1.peers.map((p) => p.host), ['node1', 'node2']);
 });
@@ -33,19 +34,43 @@ test('egress destinations ride on the egress gateway peer only', (t) => {
   const n1 = render('node1').tenants.find((x) => x.tenant === 'acme')!;
   t.deepEqual(n1.peers.find((p) => p.host === 'gateway1')!.allowedIps, ['10.240.0.1/32', '203.0.113.10/32']);
   t.deepEqual(n1.peers.find((p) => p.host === 'gateway2')!.allowedIps, ['10.240.0.2/32']);
+  t.deepEqual(render('gateway1').tenants.find((x) => x.tenant === 'acme')!.peers.map((p) => p.allowedIps), [['10.240.0.64/26'], ['10.240.0.128/26']]);
   t.deepEqual(n1.egress.gateway, { host: 'gateway1', meshAddress: '10.240.0.1' });
   t.deepEqual(render('gateway1').tenants.find((x) => x.tenant === 'globex')!.egress, { gateway: null, allow: [] });
 });
 
-test('a node behind NAT keeps alive towards peers with endpoints; others do not', (t) => {
-  const n3 = render('node3').tenants[0]!;
-  t.true(n3.peers.every((p) => p.keepalive === 25));
-  t.true(render('node1').tenants[0]!.peers.every((p) => p.keepalive === null));
+test('a host behind NAT is told to keep NAT mappings alive; others are not', (t) => {
+  t.is(render('node3').settings.keepaliveSeconds, 25);
+  t.is(render('node1').settings.keepaliveSeconds, null);
+});
+
+test('documents share the tenant peer list instead of copying it', (t) => {
+  const world = compiled();
+  const a = renderHost({ ...hosts.node1!, version: 1, tenants: world }, DEFAULT_RENDER_SETTINGS);
+  const b = renderHost({ ...hosts.node2!, version: 1, tenants: world }, DEFAULT_RENDER_SETTINGS);
+  t.is(a.tenants[0]!.peers, b.tenants[0]!.peers);
+});
+
+test('withWorkload gives the same result as compiling from scratch', (t) => {
+  const base = acme();
+  const added = { name: 'acme-web2', node: 'node2', address: '10.240.0.132', labels: { app: 'web' } };
+  const incremental = withWorkload(compileTenant(base), added, 'add');
+  const full = compileTenant({ ...base, workloads: [...base.workloads, added] });
+  for (const n of ['node1', 'node2', 'gateway1']) {
+    const r = (c: typeof full) => JSON.stringify(renderHost({ ...hosts[n]!, version: 1, tenants: [c] }, DEFAULT_RENDER_SETTINGS));
+    t.is(r(incremental), r(full), n);
+  }
+  const removed = withWorkload(incremental, added, 'remove');
+  const original = compileTenant(base);
+  for (const n of ['node1', 'node2', 'gateway2']) {
+    const r = (c: typeof full) => JSON.stringify(renderHost({ ...hosts[n]!, version: 1, tenants: [c] }, DEFAULT_RENDER_SETTINGS));
+    t.is(r(removed), r(original), n);
+  }
 });
 
 test('a node only carries the rules and groups it enforces', (t) => {
   const world = [compileTenant(acme())];
-  const doc = (n: string) => renderHost({ name: n, kind: 'node', version: 1, tenants: world }, DEFAULT_RENDER_SETTINGS).tenants[0]!;
+  const doc = (n: string) => renderHost({ ...hosts[n]!, version: 1, tenants: world }, DEFAULT_RENDER_SETTINGS).tenants[0]!;
   t.is(doc('node1').firewall.rules.length, 2); // web side of web-to-db (tcp + icmp)
   t.is(doc('node2').firewall.rules.length, 2); // db side
   t.deepEqual(doc('node3').firewall, { groups: {}, rules: [] }); // no workloads
@@ -53,7 +78,7 @@ test('a node only carries the rules and groups it enforces', (t) => {
 });
 
 test('mesh-mode exposures admit exactly the exposure gateways to the entry port', (t) => {
-  const g = renderHost({ name: 'node2', kind: 'node', version: 1, tenants: [compileTenant(globex())] }, DEFAULT_RENDER_SETTINGS).tenants[0]!;
+  const g = renderHost({ ...hosts.node2!, version: 1, tenants: [compileTenant(globex())] }, DEFAULT_RENDER_SETTINGS).tenants[0]!;
   const rule = g.firewall.rules.find((r) => r.origin === 'exposure:app')!;
   t.deepEqual(g.firewall.groups[rule.from], ['10.240.16.1']);
   t.deepEqual(rule.ports, [{ from: 8080, to: 8080 }]);

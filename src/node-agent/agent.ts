@@ -1,0 +1,131 @@
+/**
+ * The node agent daemon: watches its signed desired state (starting from the
+ * cached copy), reconciles the kernel to it on every new document and every
+ * interval (drift repair), registers the WireGuard public keys it generated,
+ * keeps CNI network configs current, serves the local socket the CNI plugin
+ * and `attach` use, and reports status and drop counters.
+ */
+import type { DesiredState } from '../shared/desired.js';
+import { HostClient } from '../shared/host-client.js';
+import { ensureStateDir, loadIdentity } from '../shared/host-state.js';
+import { ExecaRunner, type ChangeLogger } from '../shared/runner.js';
+import { DesiredStateWatcher } from '../shared/watch.js';
+import { syncCniConfigs } from './cni-config.js';
+import { installCniPlugin } from './cni/install.js';
+import type { FirewallOptions } from './nftables.js';
+import { Reconciler } from './reconcile.js';
+import { hostClientAllocator, startAgentSocket, type AgentSocketServer } from './socket.js';
+import { ensureTenantKey, type WireguardMode } from './wireguard.js';
+
+export interface AgentOptions {
+  stateDir: string;
+  socketPath: string;
+  cniConfDir: string;
+  cniBinDir: string;
+  installCni: boolean;
+  intervalSeconds: number;
+  wireguardMode: WireguardMode;
+  firewall: FirewallOptions;
+  log: ChangeLogger;
+}
+
+export class Agent {
+  private watcher?: DesiredStateWatcher;
+  private socket?: AgentSocketServer;
+  private reconciler?: Reconciler;
+  private client?: HostClient;
+  private timer?: NodeJS.Timeout;
+  /** One reconcile at a time, in order. */
+  private queue: Promise<void> = Promise.resolve();
+  private lastErrors: string[] = [];
+
+  constructor(private readonly o: AgentOptions) {}
+
+  async start(): Promise<void> {
+    ensureStateDir(this.o.stateDir);
+    const id = loadIdentity(this.o.stateDir);
+    if (id.kind !== 'node') throw new Error(`${this.o.stateDir} holds a ${id.kind} identity, not a node's`);
+    const runner = new ExecaRunner();
+    this.client = new HostClient(id);
+    this.reconciler = new Reconciler({
+      runner,
+      log: this.o.log,
+      keyFileFor: (tenant) => ensureTenantKey(this.o.stateDir, tenant).privateKeyFile,
+      wireguardMode: this.o.wireguardMode,
+      firewall: this.o.firewall,
+      onWireguardExit: () => this.schedule('wireguard-go exited'),
+    });
+    if (this.o.installCni) installCniPlugin({ binDir: this.o.cniBinDir });
+    this.socket = await startAgentSocket({
+      path: this.o.socketPath,
+      allocator: hostClientAllocator(this.client),
+      runner,
+      mtu: () => this.watcher?.current?.settings.mtu ?? 1420,
+      log: this.o.log,
+    });
+    this.watcher = new DesiredStateWatcher({
+      client: this.client,
+      stateDir: this.o.stateDir,
+      coordinatorKey: id.coordinatorKey,
+      log: this.o.log,
+      onDocument: (doc) => this.apply(doc, 'new document'),
+    });
+    await this.watcher.startFromCache();
+    void this.watcher.run();
+    this.timer = setInterval(() => this.schedule('interval'), this.o.intervalSeconds * 1000);
+    this.o.log(`[netwall] agent ${id.name} running (state ${this.o.stateDir}, socket ${this.socket.path})`);
+  }
+
+  /** Reconcile the current document again (drift repair, a dead wireguard-go). */
+  private schedule(_reason: string): void {
+    const doc = this.watcher?.current;
+    if (doc) void this.apply(doc, _reason);
+  }
+
+  private apply(doc: DesiredState, _reason: string): Promise<void> {
+    this.queue = this.queue.then(() => this.applyNow(doc)).catch((err: Error) => this.o.log(`[netwall] reconcile failed: ${err.message}`));
+    return this.queue;
+  }
+
+  private async applyNow(doc: DesiredState): Promise<void> {
+    const reconciler = this.reconciler!;
+    const client = this.client!;
+    const result = await reconciler.reconcile(doc);
+    const errors = [...result.errors];
+    try {
+      syncCniConfigs(
+        doc.networks.map((tenant) => ({ tenant, mtu: doc.settings.mtu, agentSocket: this.socket!.path })),
+        this.o.cniConfDir,
+      );
+    } catch (err) {
+      errors.push(`cni config: ${(err as Error).message}`);
+    }
+    for (const k of result.keysToRegister) {
+      try {
+        await client.registerKey(k.tenant, k.publicKey);
+        this.o.log(`[netwall] registered WireGuard public key for tenant ${k.tenant}`);
+      } catch (err) {
+        errors.push(`register key ${k.tenant}: ${(err as Error).message}`);
+      }
+    }
+    for (const e of errors) if (!this.lastErrors.includes(e)) this.o.log(`[netwall] error: ${e}`);
+    this.lastErrors = errors;
+    try {
+      await client.reportStatus({
+        appliedVersion: doc.version,
+        errors: errors.slice(0, 100).map((e) => e.slice(0, 2000)),
+        drops: await reconciler.dropCounters().catch(() => ({})),
+        details: { changes: result.changes.length, offline: this.watcher?.offline ?? false },
+      });
+    } catch {
+      // The coordinator is down: the data plane goes on; the next report will tell.
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.watcher?.stop();
+    await this.socket?.close();
+    await this.queue;
+  }
+}

@@ -1,0 +1,168 @@
+#!/usr/bin/env node
+/**
+ * netwall-agent: enroll | run | attach | detach | install-cni | plan
+ * Flags win over NETWALL_* environment variables. Errors: one line, exit 1
+ * (2 for usage).
+ */
+import { parseArgs } from 'node:util';
+import { NetwallError, ValidationError } from '../shared/errors.js';
+import { enrollHost, loadIdentity } from '../shared/host-state.js';
+import { loadCachedDocument } from '../shared/host-state.js';
+import { ExecaRunner } from '../shared/runner.js';
+import { Agent } from './agent.js';
+import { DEFAULT_CNI_CONF_DIR } from './cni-config.js';
+import { DEFAULT_CNI_BIN_DIR, installCniPlugin } from './cni/install.js';
+import { describeChange, Reconciler } from './reconcile.js';
+import { attachCommand, DEFAULT_AGENT_SOCKET, detachCommand } from './socket.js';
+import { ensureTenantKey, type WireguardMode } from './wireguard.js';
+
+const USAGE = `usage: netwall-agent <command> [flags]
+  enroll  --coordinator URL --token T --name N [--endpoint IP[:PORT]] [--mgmt-address IP] [--public-address IP]
+  run     [--socket PATH] [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--no-cni-install] [--interval SECONDS]
+          [--wireguard auto|kernel|userspace] [--underlay-restrict] [--underlay-allow-tcp PORT,...] [--underlay-if IF,...]
+  plan    print what a reconcile of the cached document would change (nothing is changed)
+  attach  --tenant T --name N [--label k=v]... --netns PATH|NAME|PID [--ifname eth0] [--socket PATH] [--json]
+  detach  --tenant T --name N [--socket PATH] [--json]
+  install-cni [--cni-bin-dir DIR]
+common: --state-dir DIR (default /var/lib/netwall/agent; env NETWALL_STATE_DIR)
+env: NETWALL_COORDINATOR, NETWALL_SOCKET, NETWALL_CNI_CONF_DIR, NETWALL_CNI_BIN_DIR, NETWALL_INTERVAL`;
+
+const options = {
+  'state-dir': { type: 'string' },
+  coordinator: { type: 'string' },
+  token: { type: 'string' },
+  name: { type: 'string' },
+  endpoint: { type: 'string' },
+  'mgmt-address': { type: 'string' },
+  'public-address': { type: 'string' },
+  socket: { type: 'string' },
+  'cni-conf-dir': { type: 'string' },
+  'cni-bin-dir': { type: 'string' },
+  'no-cni-install': { type: 'boolean' },
+  interval: { type: 'string' },
+  wireguard: { type: 'string' },
+  'underlay-restrict': { type: 'boolean' },
+  'underlay-allow-tcp': { type: 'string' },
+  'underlay-if': { type: 'string' },
+  tenant: { type: 'string' },
+  label: { type: 'string', multiple: true },
+  netns: { type: 'string' },
+  ifname: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+class UsageError extends Error {}
+
+function required(v: string | undefined, flag: string): string {
+  if (!v) throw new UsageError(`${flag} is required`);
+  return v;
+}
+
+function ports(text: string, flag: string): number[] {
+  return text
+    .split(',')
+    .filter(Boolean)
+    .map((p) => {
+      const n = Number(p);
+      if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`${flag}: "${p}" is not a port`);
+      return n;
+    });
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  const { values: v } = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
+  if (!command || command === 'help' || v.help) {
+    console.log(USAGE);
+    return;
+  }
+  const env = process.env;
+  const stateDir = v['state-dir'] ?? env.NETWALL_STATE_DIR ?? '/var/lib/netwall/agent';
+  const socket = v.socket ?? env.NETWALL_SOCKET ?? DEFAULT_AGENT_SOCKET;
+
+  switch (command) {
+    case 'enroll': {
+      const id = await enrollHost(stateDir, 'node', {
+        coordinatorUrl: required(v.coordinator ?? env.NETWALL_COORDINATOR, '--coordinator'),
+        token: required(v.token ?? env.NETWALL_ENROLL_TOKEN, '--token'),
+        name: required(v.name, '--name'),
+        ...(v.endpoint ? { endpoint: v.endpoint } : {}),
+        ...(v['mgmt-address'] ? { mgmtAddress: v['mgmt-address'] } : {}),
+        ...(v['public-address'] ? { publicAddress: v['public-address'] } : {}),
+      });
+      console.log(`enrolled node ${id.name} with ${id.coordinatorUrl}; identity in ${stateDir}`);
+      return;
+    }
+    case 'run': {
+      const interval = Number(v.interval ?? env.NETWALL_INTERVAL ?? 10);
+      if (!(interval >= 1 && interval <= 3600)) throw new UsageError('--interval: 1-3600 seconds');
+      const mode = (v.wireguard ?? 'auto') as WireguardMode;
+      if (!['auto', 'kernel', 'userspace'].includes(mode)) throw new UsageError('--wireguard: auto, kernel or userspace');
+      const agent = new Agent({
+        stateDir,
+        socketPath: socket,
+        cniConfDir: v['cni-conf-dir'] ?? env.NETWALL_CNI_CONF_DIR ?? DEFAULT_CNI_CONF_DIR,
+        cniBinDir: v['cni-bin-dir'] ?? env.NETWALL_CNI_BIN_DIR ?? DEFAULT_CNI_BIN_DIR,
+        installCni: !v['no-cni-install'],
+        intervalSeconds: interval,
+        wireguardMode: mode,
+        firewall: {
+          underlay: {
+            restrictInput: v['underlay-restrict'] ?? false,
+            allowTcpPorts: ports(v['underlay-allow-tcp'] ?? '22', '--underlay-allow-tcp'),
+            ...(v['underlay-if'] ? { interfaces: v['underlay-if'].split(',') } : {}),
+          },
+        },
+        log: (line) => console.log(line),
+      });
+      await agent.start();
+      const stop = (signal: string) => {
+        console.log(`[netwall] ${signal}: stopping (the data plane stays up)`);
+        agent.stop().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      };
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+      return;
+    }
+    case 'plan': {
+      const id = loadIdentity(stateDir);
+      const cached = loadCachedDocument(stateDir, id.coordinatorKey);
+      if (!cached) throw new NetwallError(`no cached desired state in ${stateDir}`);
+      const rec = new Reconciler({ runner: new ExecaRunner(), log: () => {}, keyFileFor: (t) => ensureTenantKey(stateDir, t).privateKeyFile });
+      const changes = await rec.plan(cached.state);
+      if (v.json) console.log(JSON.stringify(changes, null, 2));
+      else if (changes.length === 0) console.log(`up to date with version ${cached.state.version}`);
+      else for (const c of changes) console.log(describeChange(c));
+      return;
+    }
+    case 'attach':
+      await attachCommand({
+        tenant: required(v.tenant, '--tenant'),
+        name: required(v.name, '--name'),
+        labels: v.label ?? [],
+        netns: required(v.netns, '--netns'),
+        ...(v.ifname ? { ifname: v.ifname } : {}),
+        socket,
+        json: v.json ?? false,
+      });
+      return;
+    case 'detach':
+      await detachCommand({ tenant: required(v.tenant, '--tenant'), name: required(v.name, '--name'), socket, json: v.json ?? false });
+      return;
+    case 'install-cni':
+      console.log(`installed ${installCniPlugin({ binDir: v['cni-bin-dir'] ?? env.NETWALL_CNI_BIN_DIR ?? DEFAULT_CNI_BIN_DIR })}`);
+      return;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: Error) => {
+  const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') || err instanceof ValidationError;
+  console.error(`netwall-agent: ${err.message}${usage ? ' (see netwall-agent --help)' : ''}`);
+  process.exit(usage ? 2 : 1);
+});

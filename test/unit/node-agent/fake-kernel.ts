@@ -1,0 +1,236 @@
+/**
+ * A pure model of the parts of a Linux host the data plane drives: links,
+ * IPv4 addresses, WireGuard configuration, routes, rules, one nftables table
+ * and sysctls. It answers the exact commands the agent runs (as a Runner) and
+ * fails on anything else, so state-transition tests run without root.
+ */
+import { CommandError } from '../../../src/shared/errors.js';
+import type { RunOptions, RunResult, Runner } from '../../../src/shared/runner.js';
+import { normalizeCidr } from '../../../src/node-agent/routes.js';
+
+export interface FakePeer {
+  publicKey: string;
+  endpoint: string | null;
+  allowedIps: string[];
+  keepalive: number | null;
+  latestHandshake: number;
+}
+
+export interface FakeLink {
+  name: string;
+  kind: string;
+  mtu: number;
+  up: boolean;
+  addresses: string[];
+  publicKey: string | null;
+  listenPort: number;
+  peers: Map<string, FakePeer>;
+}
+
+export class FakeKernel implements Runner {
+  readonly links = new Map<string, FakeLink>();
+  /** key `table|dst` → dev */
+  readonly routes = new Map<string, string>();
+  readonly rules = new Set<string>(); // `priority|from|table`
+  readonly sysctls = new Map<string, string>([['net.ipv4.ip_forward', '0']]);
+  table: string | null = null;
+  /** Every command run, joined. */
+  readonly log: string[] = [];
+  /** `ip link add … type wireguard` fails (no kernel module). */
+  kernelWireguard = true;
+  /** Private key file → public key (the files are not read). */
+  constructor(private readonly keyFiles: Map<string, string>) {}
+
+  /** A link goes away with its routes (wireguard-go exiting, `ip link del`). */
+  deleteLink(name: string): void {
+    this.links.delete(name);
+    for (const [rk, dev] of this.routes) if (dev === name) this.routes.delete(rk);
+  }
+
+  /** Stands in for wireguard-go: its tun appears when it starts. */
+  addUserspaceLink(name: string): void {
+    this.links.set(name, newLink(name, 'tun'));
+  }
+
+  async run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+    const key = argv.join(' ');
+    this.log.push(key);
+    try {
+      return { stdout: this.exec([...argv], options), stderr: '', exitCode: 0 };
+    } catch (err) {
+      if (!(err instanceof KernelError)) throw err;
+      if (options.allowFailure) return { stdout: '', stderr: err.message, exitCode: 1 };
+      throw new CommandError(argv, 1, err.message);
+    }
+  }
+
+  private link(name: string | undefined): FakeLink {
+    const link = name ? this.links.get(name) : undefined;
+    if (!link) throw new KernelError(`Cannot find device "${name}"`);
+    return link;
+  }
+
+  private exec(a: string[], options: RunOptions): string {
+    const k = a.join(' ');
+    if (a[0] === 'sysctl') {
+      if (a[1] === '-n') return `${this.sysctls.get(a[2] ?? '') ?? ''}\n`;
+      if (a[1] === '-w') {
+        const [name = '', value = ''] = (a[2] ?? '').split('=');
+        this.sysctls.set(name, value);
+        return '';
+      }
+    }
+    if (k === 'ip -j -d link show') {
+      return JSON.stringify(
+        [...this.links.values()].map((l) => ({ ifname: l.name, mtu: l.mtu, flags: l.up ? ['UP'] : [], linkinfo: { info_kind: l.kind } })),
+      );
+    }
+    if (k === 'ip -j -4 addr show') {
+      return JSON.stringify(
+        [...this.links.values()].map((l) => ({ ifname: l.name, addr_info: l.addresses.map((c) => ({ family: 'inet', local: c.split('/')[0], prefixlen: 32 })) })),
+      );
+    }
+    if (k === 'ip -j -4 route show table all') {
+      return JSON.stringify(
+        [...this.routes].map(([rk, dev]) => {
+          const [table = '', dst = ''] = rk.split('|');
+          return { dst: dst.endsWith('/32') ? dst.slice(0, -3) : dst, dev, ...(table === 'main' ? {} : { table }), protocol: 'boot' };
+        }),
+      );
+    }
+    if (k === 'ip -j -4 rule show') {
+      return JSON.stringify(
+        [...this.rules].map((r) => {
+          const [priority = '', from = '', table = ''] = r.split('|');
+          const [src, len] = from.split('/');
+          return { priority: Number(priority), src, srclen: Number(len), table };
+        }),
+      );
+    }
+    if (a[0] === 'wg' && a[1] === 'show') {
+      const l = this.link(a[2]);
+      if (l.kind !== 'wireguard' && l.kind !== 'tun') throw new KernelError('not a wireguard interface');
+      if (a[3] === 'listen-port') return `${l.listenPort}\n`;
+      const head = `PRIVATE\t${l.publicKey ?? '(none)'}\t${l.listenPort}\toff`;
+      const peers = [...l.peers.values()].map((p) =>
+        [p.publicKey, '(none)', p.endpoint ?? '(none)', p.allowedIps.join(',') || '(none)', p.latestHandshake, 0, 0, p.keepalive ?? 'off'].join('\t'),
+      );
+      return `${[head, ...peers].join('\n')}\n`;
+    }
+    if (a[0] === 'wg' && a[1] === 'set') return this.wgSet(this.link(a[2]), a.slice(3));
+    if (a[0] === 'ip' && a[1] === 'link') return this.ipLink(a.slice(2));
+    if (a[0] === 'ip' && a[1] === '-4' && a[2] === 'address') {
+      const l = this.link(a[6]);
+      const cidr = normalizeCidr(a[4] ?? '');
+      if (a[3] === 'add') {
+        if (l.addresses.includes(cidr)) throw new KernelError('File exists');
+        l.addresses.push(cidr);
+      } else {
+        if (!l.addresses.includes(cidr)) throw new KernelError('Cannot assign requested address');
+        l.addresses = l.addresses.filter((x) => x !== cidr);
+      }
+      return '';
+    }
+    if (a[0] === 'ip' && a[1] === 'route') {
+      const dst = normalizeCidr(a[3] ?? '');
+      const dev = a[5] ?? '';
+      const table = a[6] === 'table' ? (a[7] ?? '') : 'main';
+      this.link(dev);
+      const rk = `${table}|${dst}`;
+      if (a[2] === 'replace') this.routes.set(rk, dev);
+      else if (!this.routes.delete(rk)) throw new KernelError('No such process');
+      return '';
+    }
+    if (a[0] === 'ip' && a[1] === 'rule') {
+      const rk = `${a[8]}|${normalizeCidr(a[4] ?? '')}|${a[6]}`;
+      if (a[2] === 'add') this.rules.add(rk);
+      else if (!this.rules.delete(rk)) throw new KernelError('No such file or directory');
+      return '';
+    }
+    if (k === 'nft -s list table inet netwall') {
+      if (this.table === null) throw new KernelError('No such file or directory');
+      return this.table;
+    }
+    if (k === 'nft -j list counters table inet netwall') {
+      if (this.table === null) throw new KernelError('No such file or directory');
+      return JSON.stringify({ nftables: [{ counter: { name: 'd_spoof', packets: 3, bytes: 180 } }] });
+    }
+    if (k === 'nft -f -') {
+      const lines = (options.input ?? '').split('\n');
+      if (lines[0] !== 'table inet netwall {}' || lines[1] !== 'delete table inet netwall') throw new KernelError('unexpected transaction');
+      // The "kernel's rendering": our text without counter values.
+      this.table = lines.slice(2).join('\n').replace(/\{ packets \d+ bytes \d+ \}/g, '{ }');
+      return '';
+    }
+    throw new Error(`FakeKernel: unexpected command: ${k}`);
+  }
+
+  private ipLink(a: string[]): string {
+    if (a[0] === 'add' && a[2] === 'type' && a[3] === 'wireguard') {
+      if (!this.kernelWireguard) throw new KernelError('Error: Unknown device type.');
+      if (this.links.has(a[1] ?? '')) throw new KernelError('File exists');
+      this.links.set(a[1] ?? '', newLink(a[1] ?? '', 'wireguard'));
+      return '';
+    }
+    if (a[0] === 'del' && a[1] === 'dev') {
+      this.deleteLink(this.link(a[2]).name);
+      return '';
+    }
+    if (a[0] === 'show' && a[1] === 'dev') {
+      this.link(a[2]);
+      return '';
+    }
+    if (a[0] === 'set' && a[1] === 'dev') {
+      const l = this.link(a[2]);
+      if (a[3] === 'mtu') l.mtu = Number(a[4]);
+      else if (a[3] === 'up') l.up = true;
+      else throw new Error(`FakeKernel: ip link set ${a.join(' ')}`);
+      return '';
+    }
+    throw new Error(`FakeKernel: unexpected ip link ${a.join(' ')}`);
+  }
+
+  private wgSet(l: FakeLink, a: string[]): string {
+    let peer: FakePeer | null = null;
+    for (let i = 0; i < a.length; i += 2) {
+      const [word, value = ''] = [a[i], a[i + 1]];
+      if (word === 'remove') {
+        if (peer) l.peers.delete(peer.publicKey);
+        i -= 1;
+        continue;
+      }
+      if (word === 'listen-port') l.listenPort = Number(value);
+      else if (word === 'private-key') {
+        const pub = this.keyFiles.get(value);
+        if (!pub) throw new KernelError(`cannot read ${value}`);
+        l.publicKey = pub;
+      } else if (word === 'peer') {
+        peer = l.peers.get(value) ?? { publicKey: value, endpoint: null, allowedIps: [], keepalive: null, latestHandshake: 0 };
+        l.peers.set(value, peer);
+      } else if (peer && word === 'endpoint') peer.endpoint = value;
+      else if (peer && word === 'persistent-keepalive') peer.keepalive = value === 'off' ? null : Number(value);
+      else if (peer && word === 'allowed-ips') peer.allowedIps = value ? value.split(',').map(normalizeCidr).sort() : [];
+      else throw new Error(`FakeKernel: wg set ${a.join(' ')}`);
+    }
+    return '';
+  }
+
+  /** A path-independent picture of the state, for comparing. */
+  snapshot(): unknown {
+    return {
+      links: [...this.links.values()]
+        .map((l) => ({ ...l, addresses: [...l.addresses].sort(), peers: [...l.peers.values()].sort((x, y) => x.publicKey.localeCompare(y.publicKey)) }))
+        .sort((x, y) => x.name.localeCompare(y.name)),
+      routes: [...this.routes].sort(),
+      rules: [...this.rules].sort(),
+      table: this.table,
+      sysctls: [...this.sysctls].sort(),
+    };
+  }
+}
+
+function newLink(name: string, kind: string): FakeLink {
+  return { name, kind, mtu: 1420, up: false, addresses: [], publicKey: null, listenPort: 0, peers: new Map() };
+}
+
+class KernelError extends Error {}
