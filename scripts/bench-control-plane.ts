@@ -138,7 +138,7 @@ async function benchApi(): Promise<{ rps: number; p50: number; p99: number; erro
   const port = await freePort();
   const token = generateToken('admin');
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, ['dist/coordinator/main.js', '--listen', `127.0.0.1:${port}`, '--db', join(dir, 'db'), '--tenant-prefix', '16', '--slice-prefix', '22', '--log-level', 'warn'], {
+  const child = spawn(process.execPath, [...(process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : []), 'dist/coordinator/main.js', '--listen', `127.0.0.1:${port}`, '--db', join(dir, 'db'), '--tenant-prefix', '16', '--slice-prefix', '22', '--log-level', 'warn'], {
     env: { ...process.env, NETWALL_ADMIN_TOKEN: token },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -192,6 +192,18 @@ async function main(): Promise<void> {
     console.log(s);
     lines.push(s);
   };
+  const apiOnly = process.argv.includes('--api-only');
+  if (!apiOnly) renderFigures(out);
+  if (process.argv.includes('--no-api')) {
+    out('API allocation benchmark skipped (--no-api)');
+  } else {
+    const api = await benchApi();
+    out(`API workload allocations (autocannon, 8 connections, 8 s): ${api.rps.toFixed(0)} req/s, p50 ${api.p50} ms, p99 ${api.p99} ms, ${api.total} requests, ${api.errors} errors, ${api.non2xx} non-2xx   (target >= 2000 req/s, p99 <= 20 ms)`);
+  }
+  if (!apiOnly) recordBenchmark('control-plane', lines);
+}
+
+function renderFigures(out: (s: string) => void): void {
   const [b500, b1000, b2000] = [benchRender(500, 7), benchRender(1000, 7), benchRender(2000, 5)];
   const [r500, r1000, r2000] = [b500.ms, b1000.ms, b2000.ms];
   const row = (n: number, b: { ms: number; compileMs: number }, note = '') =>
@@ -205,13 +217,6 @@ async function main(): Promise<void> {
   out(`one workload added, no policy selects it:   ${quiet.ms.toFixed(2)} ms, ${quiet.affected} host(s) re-rendered   (target <= 5 ms)`);
   out(`one workload added, policies select it:     ${loud.ms.toFixed(2)} ms, ${loud.affected} host(s) re-rendered`);
   out(`serialize + sign one node document (1000-node world): ${benchSerialize(1000).toFixed(2)} ms median`);
-  if (process.argv.includes('--no-api')) {
-    out('API allocation benchmark skipped (--no-api)');
-  } else {
-    const api = await benchApi();
-    out(`API workload allocations (autocannon, 8 connections, 8 s): ${api.rps.toFixed(0)} req/s, p50 ${api.p50} ms, p99 ${api.p99} ms, ${api.total} requests, ${api.errors} errors, ${api.non2xx} non-2xx   (target >= 2000 req/s, p99 <= 20 ms)`);
-  }
-  recordBenchmark('control-plane', lines);
 }
 
 main().catch((err: Error) => {

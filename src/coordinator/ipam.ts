@@ -91,18 +91,24 @@ export function nodeAddress(slice: string): string {
 }
 
 /**
- * A workload address in `slice`: the lowest address that is not the network,
- * broadcast or node address, not in use, and not quarantined.
+ * A workload address in `slice`: never the network, broadcast or node
+ * address, nor one `isTaken` (in use or quarantined). Next-fit: the search
+ * starts after `after` (the previous allocation) and wraps, so a request
+ * costs a point lookup or two rather than a scan of the slice, and a freed
+ * address is the last to come round again.
  */
-export function allocateWorkloadAddress(slice: string, inUse: ReadonlySet<string>, quarantined: ReadonlySet<string>, node: string): string {
+export function allocateWorkloadAddress(slice: string, isTaken: (ip: string) => boolean, node: string, after?: string): string {
   const s = parseCidr(slice, 'slice');
-  const last = s.base + cidrSize(s.prefix) - 1;
-  for (let ip = s.base + 2; ip < last; ip++) {
-    const text = intToIp(ip);
-    if (!inUse.has(text) && !quarantined.has(text)) return text;
+  const first = s.base + 2;
+  const last = s.base + cidrSize(s.prefix) - 2;
+  const count = last - first + 1;
+  const hint = after === undefined ? -1 : ipToInt(after);
+  const start = hint >= first && hint <= last ? hint + 1 - first : 0;
+  for (let i = 0; i < count; i++) {
+    const ip = intToIp(first + ((start + i) % count));
+    if (!isTaken(ip)) return ip;
   }
-  const q = quarantined.size ? ` (${quarantined.size} more are quarantined after release)` : '';
-  throw new ExhaustedError(`node ${node}'s slice ${slice} has no free workload address: ${inUse.size} in use${q}`);
+  throw new ExhaustedError(`node ${node}'s slice ${slice} has no free workload address (all ${count} are in use or quarantined after release)`);
 }
 
 /** The lowest WireGuard listen port at or above `base` that the host does not use yet. */

@@ -141,7 +141,7 @@ function compileExposures(model: TenantModel, membersByHost: Map<string, MemberM
     for (const w of targets) {
       let list = entryPointsByNode.get(w.node);
       if (!list) entryPointsByNode.set(w.node, (list = []));
-      list.push({ exposure: e.name, workload: w.name, address: w.address, port: e.spec.target.port, mode: e.spec.mode, gateways });
+      list.push({ exposure: e.name, workload: w.name, address: w.address, port: e.spec.target.port, mode: e.spec.mode, gateways, routerKey: null, credential: null });
     }
     const exposure: GatewayExposure = {
       tenant: model.name,
@@ -153,6 +153,7 @@ function compileExposures(model: TenantModel, membersByHost: Map<string, MemberM
       tls: e.spec.tls,
       proxyProtocol: e.spec.proxyProtocol,
       targets: targets.map((w) => ({ workload: w.name, node: w.node, address: w.address, port: e.spec.target.port })),
+      routerClients: [],
     };
     for (const g of gateways) {
       let list = exposuresByGateway.get(g.host);

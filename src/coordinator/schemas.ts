@@ -52,6 +52,7 @@ export const bodies = {
     {
       token: { type: 'string', minLength: 20, maxLength: 200 },
       name,
+      kind: { type: 'string', enum: ['node', 'gateway'] },
       identityKey: { type: 'string', pattern: KEY_PATTERN },
       endpoint: { type: 'string', maxLength: 21 },
       mgmtAddress: ipv4,

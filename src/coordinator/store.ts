@@ -88,9 +88,14 @@ export class Store {
     private readonly now: () => number = Date.now,
   ) {
     this.pool = validateIpamConfig(ipam);
+    this.tx = db.transaction((fn: () => void) => fn());
   }
 
   private readonly statements = new Map<string, Database.Statement>();
+  /** Per (tenant, node): the last address handed out, where next-fit allocation resumes. */
+  private readonly cursors = new Map<string, string>();
+  /** One transaction wrapper, so BEGIN/COMMIT are prepared once, not per write. */
+  private readonly tx: Database.Transaction<(fn: () => void) => void>;
 
   /** A prepared statement, compiled once per SQL text. */
   private sql(text: string): Database.Statement {
@@ -110,8 +115,8 @@ export class Store {
    */
   private write<T>(actor: Actor, action: string, target: string, fn: () => { result: T; hosts?: Iterable<number>; tenants?: Iterable<number>; detail?: unknown }): T {
     let changed: number[] = [];
-    const result = this.db
-      .transaction(() => {
+    let result!: T;
+    this.tx.immediate(() => {
         const out = fn();
         const hosts = [...new Set(out.hosts ?? [])];
         const tenants = [...new Set(out.tenants ?? [])];
@@ -122,13 +127,10 @@ export class Store {
           const bumpTenant = this.sql('UPDATE tenants SET revision = ? WHERE id = ?');
           for (const t of tenants) bumpTenant.run(rev, t);
         }
-        this.db
-          .prepare('INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)')
-          .run(this.iso(), actor.id, action, target, out.detail === undefined ? null : JSON.stringify(out.detail));
+        this.sql('INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)').run(this.iso(), actor.id, action, target, out.detail === undefined ? null : JSON.stringify(out.detail));
         changed = hosts;
-        return out.result;
-      })
-      .immediate();
+        result = out.result;
+      });
     if (changed.length) this.onHostsChanged(changed);
     return result;
   }
@@ -214,13 +216,14 @@ export class Store {
 
   // ------------------------------------------------------------------ hosts
 
-  enroll(input: { tokenHash: string; name: string; identityKey: string; endpointHost: string | null; portBase: number | null; mgmtAddress: string | null; publicAddress: string | null }): HostRow {
+  enroll(input: { tokenHash: string; name: string; kind?: HostKind; identityKey: string; endpointHost: string | null; portBase: number | null; mgmtAddress: string | null; publicAddress: string | null }): HostRow {
     return this.write({ id: `enroll:${input.name}` }, 'host.enroll', input.name, () => {
       const token = this.sql(`SELECT * FROM tokens WHERE hash = ? AND kind = 'enroll'`).get(input.tokenHash) as TokenRow | undefined;
       if (!token || token.used_at !== null || (token.expires_at !== null && Date.parse(token.expires_at) <= this.now())) {
         throw new UnauthorizedError('enrollment token is unknown, expired or already used');
       }
       if (token.name !== input.name) throw new ForbiddenError(`this enrollment token is for "${token.name}", not "${input.name}"`);
+      if (input.kind && token.host_kind !== input.kind) throw new ForbiddenError(`this enrollment token is for a ${token.host_kind}, not a ${input.kind}`);
       if (this.sql('SELECT 1 FROM hosts WHERE name = ?').get(input.name)) throw new ConflictError(`a host named "${input.name}" is already enrolled`);
       if (this.sql('SELECT 1 FROM hosts WHERE identity_key = ?').get(input.identityKey)) {
         throw new ConflictError('identityKey: this identity key is already enrolled under another name');
@@ -380,19 +383,28 @@ export class Store {
       const before = this.compiledTenant(t);
       const newMember = this.ensureMembership(t, h);
       const slice = this.sql('SELECT slice FROM memberships WHERE tenant_id = ? AND host_id = ?').pluck().get(t.id, h.id) as string;
-      const inUse = new Set(this.sql('SELECT address FROM workloads WHERE host_id = ? AND tenant_id = ?').pluck().all(h.id, t.id) as string[]);
-      const quarantined = new Set(
-        this.sql('SELECT address FROM released_addresses WHERE tenant_id = ? AND released_at_ms > ?').pluck().all(t.id, this.now() - this.ipam.quarantineMs) as string[],
+      const used = this.sql('SELECT 1 FROM workloads WHERE tenant_id = ? AND address = ?').pluck();
+      const resting = this.sql('SELECT 1 FROM released_addresses WHERE tenant_id = ? AND address = ? AND released_at_ms > ?').pluck();
+      const quarantineStart = this.now() - this.ipam.quarantineMs;
+      const cursor = `${t.id}/${h.id}`;
+      const address = allocateWorkloadAddress(
+        slice,
+        (ip) => used.get(t.id, ip) !== undefined || resting.get(t.id, ip, quarantineStart) !== undefined,
+        node,
+        this.cursors.get(cursor),
       );
-      const address = allocateWorkloadAddress(slice, inUse, quarantined, node);
       this.sql('DELETE FROM released_addresses WHERE tenant_id = ? AND address = ?').run(t.id, address);
-      this.db
-        .prepare('INSERT INTO workloads (tenant_id, host_id, name, labels, address, created_at) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(t.id, h.id, name, JSON.stringify(labels), address, this.iso());
+      const createdAt = this.iso();
+      this.sql('INSERT INTO workloads (tenant_id, host_id, name, labels, address, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(t.id, h.id, name, JSON.stringify(labels), address, createdAt);
       const model: WorkloadModel = { name, node, address, labels };
       const hosts = newMember ? this.memberHostIds(t.id) : this.hostIds(hostsAffectedByWorkload(before, model));
-      const workload = this.workload(tenant, name);
-      if (!newMember) patch = () => this.patchCompiled(t.id, withWorkload(before, model, 'add'));
+      const workload: WorkloadView = { name, tenant, node, address, labels, createdAt };
+      // Only after commit: a rolled-back allocation must not move the cursor.
+      const advance = () => this.cursors.set(cursor, address);
+      patch = () => {
+        advance();
+        if (!newMember) this.patchCompiled(t.id, withWorkload(before, model, 'add'));
+      };
       return { result: { workload, created: true }, hosts, tenants: [t.id], detail: { node, address, labels } };
     });
     patch?.();

@@ -127,6 +127,38 @@ export interface EntryPoint {
   mode: ExposureMode;
   /** Gateways that carry this exposure, with their mesh addresses and router-server port. */
   gateways: { host: string; meshAddress: string; routerPort: number }[];
+  /**
+   * Tunnel mode: the router-client public key the coordinator has for this
+   * entry point (null until the node generates one and registers it), and the
+   * credential it issued for that key.
+   */
+  routerKey: string | null;
+  credential: RouterCredential | null;
+}
+
+/**
+ * What a router client shows a gateway: a grant, signed by the coordinator,
+ * binding the client's ed25519 public key to one exposure of one tenant. The
+ * client proves it holds the private key by signing the gateway's challenge
+ * (src/shared/router-protocol.ts); no shared secret ever travels.
+ */
+export interface RouterCredential {
+  /** RouterGrant as exact JSON text (what the signature covers). */
+  grant: string;
+  signature: string;
+}
+
+export interface RouterGrant {
+  v: 1;
+  tenant: string;
+  exposure: string;
+  workload: string;
+  node: string;
+  /** The router client's ed25519 public key (base64). */
+  publicKey: string;
+  /** ISO times; gateways refuse a grant outside them. */
+  issuedAt: string;
+  expiresAt: string;
 }
 
 export interface EgressState {
@@ -157,6 +189,8 @@ export interface GatewayExposure {
   proxyProtocol: boolean;
   /** Mesh mode: where to forward. Tunnel mode: the workloads whose router clients may attach. */
   targets: { workload: string; node: string; address: string; port: number }[];
+  /** Tunnel mode: the router-client keys allowed to serve this exposure (also bound by their grants). */
+  routerClients: { workload: string; node: string; publicKey: string }[];
 }
 
 /** What travels on the wire: the document as exact JSON text plus an ed25519 signature over it. */

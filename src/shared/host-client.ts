@@ -107,7 +107,7 @@ export function parseSignedDocument(signed: SignedDocument, coordinatorKey: stri
 /** Enrollment: the one unsigned host request, authorised by a single-use token. */
 export async function enroll(
   coordinatorUrl: string,
-  body: { token: string; name: string; identityKey: string; endpoint?: string; mgmtAddress?: string; publicAddress?: string },
+  body: { token: string; name: string; kind?: HostKind; identityKey: string; endpoint?: string; mgmtAddress?: string; publicAddress?: string },
 ): Promise<{ name: string; kind: HostKind; coordinatorKey: string }> {
   const res = await fetch(new URL('/v1/enroll', coordinatorUrl), {
     method: 'POST',

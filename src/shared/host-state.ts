@@ -53,12 +53,13 @@ export async function enrollHost(
   const answer = await enroll(input.coordinatorUrl, {
     token: input.token,
     name: input.name,
+    kind,
     identityKey: keys.publicKey,
     ...(input.endpoint ? { endpoint: input.endpoint } : {}),
     ...(input.mgmtAddress ? { mgmtAddress: input.mgmtAddress } : {}),
     ...(input.publicAddress ? { publicAddress: input.publicAddress } : {}),
   });
-  if (answer.kind !== kind) throw new NetwallError(`the token enrolled this host as a ${answer.kind}, not a ${kind}`);
+  if (answer.kind !== kind) throw new NetwallError(`the coordinator enrolled this host as a ${answer.kind}, not a ${kind}`);
   const id: StoredIdentity = {
     name: answer.name,
     kind,

@@ -43,7 +43,7 @@ export async function hostRoutes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  app.post<{ Body: { token: string; name: string; identityKey: string; endpoint?: string; mgmtAddress?: string; publicAddress?: string } }>(
+  app.post<{ Body: { token: string; name: string; kind?: HostKind; identityKey: string; endpoint?: string; mgmtAddress?: string; publicAddress?: string } }>(
     '/v1/enroll',
     {
       config: { access: 'public' },
@@ -65,6 +65,7 @@ export async function hostRoutes(app: FastifyInstance): Promise<void> {
       const host = store.enroll({
         tokenHash: hashToken(b.token),
         name: b.name,
+        ...(b.kind ? { kind: b.kind } : {}),
         identityKey: b.identityKey,
         endpointHost: endpoint?.host ?? null,
         portBase: endpoint?.port ?? null,

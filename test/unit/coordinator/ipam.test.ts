@@ -42,15 +42,25 @@ test('node slices start at index 1 (index 0 is for gateways)', (t) => {
   t.throws(() => allocateNodeSlice('10.240.0.0/20', 26, all), { instanceOf: ExhaustedError });
 });
 
-test('workload addresses skip network, node address, broadcast, used and quarantined', (t) => {
+test('workload addresses skip network, node address, broadcast, and whatever is taken', (t) => {
   const slice = '10.240.0.64/26';
-  t.is(allocateWorkloadAddress(slice, new Set(), new Set(), 'n1'), '10.240.0.66');
-  t.is(allocateWorkloadAddress(slice, new Set(['10.240.0.66']), new Set(['10.240.0.67']), 'n1'), '10.240.0.68');
-  const used = new Set(Array.from({ length: 61 }, (_, i) => `10.240.0.${66 + i}`));
-  t.false(used.has('10.240.0.127'));
-  const err = t.throws(() => allocateWorkloadAddress(slice, used, new Set(), 'n1'));
+  const none = () => false;
+  t.is(allocateWorkloadAddress(slice, none, 'n1'), '10.240.0.66');
+  const taken = new Set(['10.240.0.66', '10.240.0.67']);
+  t.is(allocateWorkloadAddress(slice, (ip) => taken.has(ip), 'n1'), '10.240.0.68');
+  const all = new Set(Array.from({ length: 61 }, (_, i) => `10.240.0.${66 + i}`));
+  t.false(all.has('10.240.0.127')); // broadcast is never a candidate
+  const err = t.throws(() => allocateWorkloadAddress(slice, (ip) => all.has(ip), 'n1'));
   t.true(err instanceof ExhaustedError);
-  t.regex(err!.message, /node n1's slice 10\.240\.0\.64\/26 has no free workload address: 61 in use/);
+  t.regex(err!.message, /node n1's slice 10\.240\.0\.64\/26 has no free workload address \(all 61 are in use or quarantined/);
+});
+
+test('workload allocation is next-fit: it resumes after the last address and wraps', (t) => {
+  const slice = '10.240.0.64/26';
+  t.is(allocateWorkloadAddress(slice, () => false, 'n1', '10.240.0.70'), '10.240.0.71');
+  t.is(allocateWorkloadAddress(slice, () => false, 'n1', '10.240.0.126'), '10.240.0.66'); // wraps past the broadcast
+  t.is(allocateWorkloadAddress(slice, (ip) => ip === '10.240.0.71', 'n1', '10.240.0.70'), '10.240.0.72');
+  t.is(allocateWorkloadAddress(slice, () => false, 'n1', '10.9.9.9'), '10.240.0.66'); // a hint outside the slice is ignored
 });
 
 test('gateway addresses come from the infrastructure slice', (t) => {

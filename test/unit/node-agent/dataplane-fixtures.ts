@@ -79,8 +79,8 @@ export function twoTenants(): DesiredState {
       rules,
     },
     entryPoints: [
-      { exposure: 'shop', workload: 'web', address: '10.1.1.10', port: 8080, mode: 'mesh', gateways: [{ host: 'gateway1', meshAddress: '10.1.255.1', routerPort: 7400 }] },
-      { exposure: 'shop-tunnel', workload: 'web', address: '10.1.1.10', port: 8080, mode: 'tunnel', gateways: [{ host: 'gateway1', meshAddress: '10.1.255.1', routerPort: 7400 }] },
+      { exposure: 'shop', workload: 'web', address: '10.1.1.10', port: 8080, mode: 'mesh', gateways: [{ host: 'gateway1', meshAddress: '10.1.255.1', routerPort: 7400 }], routerKey: null, credential: null },
+      { exposure: 'shop-tunnel', workload: 'web', address: '10.1.1.10', port: 8080, mode: 'tunnel', gateways: [{ host: 'gateway1', meshAddress: '10.1.255.1', routerPort: 7400 }], routerKey: null, credential: null },
     ],
     egress: {
       gateway: { host: 'gateway1', meshAddress: '10.1.255.1' },
