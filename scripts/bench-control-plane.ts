@@ -57,6 +57,7 @@ function world(nodes: number): TenantModel[] {
       policies,
       exposures: [{ name: 'web', spec: { protocol: 'http', hostnames: [`web.t${t}.test`], mode: 'tunnel', gateways: ['gw0', 'gw1'], target: { selector: { app: 'web' }, port: 8080 }, tls: null, publicPort: null, proxyProtocol: false } }],
       egress: [{ name: 'out', spec: { gateways: ['gw0'], destinations: [{ cidr: '203.0.113.0/24', protocol: 'tcp', ports: [443] }] } }],
+      routerKeys: [],
     });
   }
   return tenants;

@@ -2,7 +2,7 @@
  * The coordinator's in-memory view of one tenant, as the store loads it and
  * the renderer consumes it. Specs are exactly what the API validated.
  */
-import type { ExposureMode, HostKind, Protocol } from '../shared/desired.js';
+import type { ExposureMode, HostKind, Protocol, RouterCredential } from '../shared/desired.js';
 import type { Labels } from '../shared/names.js';
 
 export interface PortSpec {
@@ -64,6 +64,15 @@ export interface TenantModel {
   policies: { name: string; spec: PolicySpec }[];
   exposures: { name: string; spec: ExposureSpec }[];
   egress: { name: string; spec: EgressSpec }[];
+  /** Tunnel mode: registered router-client keys and their credentials. */
+  routerKeys: RouterKeyModel[];
+}
+
+export interface RouterKeyModel {
+  exposure: string;
+  workload: string;
+  publicKey: string;
+  credential: RouterCredential;
 }
 
 export interface RenderSettings {

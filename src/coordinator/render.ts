@@ -135,13 +135,27 @@ function exposureGateways(names: string[], membersByHost: Map<string, MemberMode
 function compileExposures(model: TenantModel, membersByHost: Map<string, MemberModel>): Pick<CompiledTenant, 'entryPointsByNode' | 'exposuresByGateway'> {
   const entryPointsByNode = new Map<string, EntryPoint[]>();
   const exposuresByGateway = new Map<string, GatewayExposure[]>();
+  const keys = new Map(model.routerKeys.map((k) => [`${k.exposure}/${k.workload}`, k]));
   for (const e of [...model.exposures].sort(byName)) {
     const targets = model.workloads.filter((w) => matchesSelector(e.spec.target.selector, w.labels)).sort(byName);
     const gateways = exposureGateways(e.spec.gateways, membersByHost);
+    const tunnel = e.spec.mode === 'tunnel';
+    const routerClients: GatewayExposure['routerClients'] = [];
     for (const w of targets) {
       let list = entryPointsByNode.get(w.node);
       if (!list) entryPointsByNode.set(w.node, (list = []));
-      list.push({ exposure: e.name, workload: w.name, address: w.address, port: e.spec.target.port, mode: e.spec.mode, gateways, routerKey: null, credential: null });
+      const key = tunnel ? keys.get(`${e.name}/${w.name}`) : undefined;
+      if (key) routerClients.push({ workload: w.name, node: w.node, publicKey: key.publicKey });
+      list.push({
+        exposure: e.name,
+        workload: w.name,
+        address: w.address,
+        port: e.spec.target.port,
+        mode: e.spec.mode,
+        gateways,
+        routerKey: key?.publicKey ?? null,
+        credential: key?.credential ?? null,
+      });
     }
     const exposure: GatewayExposure = {
       tenant: model.name,
@@ -153,7 +167,7 @@ function compileExposures(model: TenantModel, membersByHost: Map<string, MemberM
       tls: e.spec.tls,
       proxyProtocol: e.spec.proxyProtocol,
       targets: targets.map((w) => ({ workload: w.name, node: w.node, address: w.address, port: e.spec.target.port })),
-      routerClients: [],
+      routerClients,
     };
     for (const g of gateways) {
       let list = exposuresByGateway.get(g.host);
@@ -194,7 +208,9 @@ function compilePeers(members: MemberModel[], egressGateway: string | null, egre
 export function withWorkload(c: CompiledTenant, w: WorkloadModel, op: 'add' | 'remove'): CompiledTenant {
   const add = op === 'add';
   const workloads = add ? [...c.model.workloads, w] : c.model.workloads.filter((x) => x.name !== w.name);
-  const model: TenantModel = { ...c.model, workloads };
+  // A removed workload's router keys go with it (the database cascades the same way).
+  const routerKeys = add ? c.model.routerKeys : c.model.routerKeys.filter((k) => k.workload !== w.name);
+  const model: TenantModel = { ...c.model, workloads, routerKeys };
 
   const groups = new Map(c.groups);
   const groupNodes = new Map(c.groupNodes);

@@ -42,6 +42,7 @@ export const params = {
   host: obj({ name }, ['name']),
   hostTenant: obj({ name, tenant: name }, ['name', 'tenant']),
   hostWorkload: obj({ name, tenant: name, workload: name }, ['name', 'tenant', 'workload']),
+  hostRouterKey: obj({ name, tenant: name, exposure: name, workload: name }, ['name', 'tenant', 'exposure', 'workload']),
 };
 
 export const bodies = {

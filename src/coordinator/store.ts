@@ -5,8 +5,8 @@
  * leaves either all of a change or none of it.
  */
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../shared/errors.js';
-import type { HostKind } from '../shared/desired.js';
-import type { Labels } from '../shared/names.js';
+import type { HostKind, RouterCredential, RouterGrant } from '../shared/desired.js';
+import { matchesSelector, type Labels } from '../shared/names.js';
 import { parseCidr, cidrsOverlap } from '../shared/ipv4.js';
 import type Database from 'better-sqlite3';
 import type { Db } from './db/open.js';
@@ -20,7 +20,7 @@ import {
   validateIpamConfig,
   type IpamConfig,
 } from './ipam.js';
-import type { EgressSpec, ExposureSpec, MemberModel, PolicySpec, TenantModel, WorkloadModel } from './model.js';
+import type { EgressSpec, ExposureSpec, MemberModel, PolicySpec, RouterKeyModel, TenantModel, WorkloadModel } from './model.js';
 import { compileTenant, hostsAffectedByWorkload, withWorkload, type CompiledTenant } from './render.js';
 
 export interface Actor {
@@ -440,6 +440,37 @@ export class Store {
     return this.sql('SELECT id FROM hosts WHERE name IN (SELECT value FROM json_each(?))').pluck().all(JSON.stringify([...names])) as number[];
   }
 
+  /**
+   * A node registers the router-client key of one of its tunnel-mode entry
+   * points; the coordinator issues the grant (signed with `sign`) binding
+   * that key to the exposure, and the exposure's gateways learn the key.
+   * Registering the same key again renews the grant.
+   */
+  registerRouterKey(host: HostRow, tenant: string, exposure: string, workload: string, publicKey: string, issue: (grant: RouterGrant) => RouterCredential, validDays = 30): RouterCredential {
+    return this.write({ id: `host:${host.name}` }, 'router-key.register', `${tenant}/${exposure}/${workload}`, () => {
+      const t = this.tenant(tenant);
+      const e = this.sql('SELECT id, spec FROM exposures WHERE tenant_id = ? AND name = ?').get(t.id, exposure) as { id: number; spec: string } | undefined;
+      if (!e) throw new NotFoundError(`exposure "${exposure}" does not exist in tenant "${tenant}"`);
+      const spec = JSON.parse(e.spec) as ExposureSpec;
+      if (spec.mode !== 'tunnel') throw new ConflictError(`exposure "${exposure}" is in ${spec.mode} mode; router keys are for tunnel mode`);
+      const w = this.sql('SELECT id, host_id, labels FROM workloads WHERE tenant_id = ? AND name = ?').get(t.id, workload) as { id: number; host_id: number; labels: string } | undefined;
+      if (!w) throw new NotFoundError(`workload "${workload}" does not exist in tenant "${tenant}"`);
+      if (w.host_id !== host.id) throw new ForbiddenError(`workload "${workload}" runs on another node`);
+      if (!matchesSelector(spec.target.selector, JSON.parse(w.labels) as Labels)) throw new ConflictError(`workload "${workload}" is not an entry point of exposure "${exposure}"`);
+      const clash = this.sql('SELECT 1 FROM router_keys WHERE public_key = ? AND NOT (exposure_id = ? AND workload_id = ?)').get(publicKey, e.id, w.id);
+      if (clash) throw new ConflictError('publicKey: this router key is already registered for another entry point');
+      const issuedAt = new Date(this.now());
+      const expiresAt = new Date(this.now() + validDays * 86_400_000);
+      const credential = issue({ v: 1, tenant, exposure, workload, node: host.name, publicKey, issuedAt: issuedAt.toISOString(), expiresAt: expiresAt.toISOString() });
+      this.sql(
+        `INSERT INTO router_keys (exposure_id, workload_id, public_key, credential, expires_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (exposure_id, workload_id) DO UPDATE SET public_key = excluded.public_key, credential = excluded.credential, expires_at = excluded.expires_at`,
+      ).run(e.id, w.id, publicKey, JSON.stringify(credential), expiresAt.toISOString());
+      const gateways = this.sql('SELECT host_id FROM exposure_gateways WHERE exposure_id = ?').pluck().all(e.id) as number[];
+      return { result: credential, hosts: [host.id, ...gateways], tenants: [t.id], detail: { publicKey, expiresAt: expiresAt.toISOString() } };
+    });
+  }
+
   // ------------------------------------------------------------------ policies, exposures, egress
 
   listSpecs<T>(kind: SpecKind, tenant: string): { name: string; spec: T; updatedAt: string }[] {
@@ -580,6 +611,12 @@ export class Store {
     ).map((r): WorkloadModel => ({ name: r.name, node: r.node, address: r.address, labels: JSON.parse(r.labels) as Labels }));
     const specs = <T>(kind: SpecKind) =>
       (this.sql(`SELECT name, spec FROM ${kind} WHERE tenant_id = ?`).all(t.id) as { name: string; spec: string }[]).map((r) => ({ name: r.name, spec: JSON.parse(r.spec) as T }));
+    const routerKeys = (
+      this.sql(
+        `SELECT e.name AS exposure, w.name AS workload, k.public_key, k.credential FROM router_keys k
+         JOIN exposures e ON e.id = k.exposure_id JOIN workloads w ON w.id = k.workload_id WHERE e.tenant_id = ?`,
+      ).all(t.id) as { exposure: string; workload: string; public_key: string; credential: string }[]
+    ).map((r): RouterKeyModel => ({ exposure: r.exposure, workload: r.workload, publicKey: r.public_key, credential: JSON.parse(r.credential) as RouterCredential }));
     return {
       id: t.id,
       name: t.name,
@@ -589,6 +626,7 @@ export class Store {
       policies: specs<PolicySpec>('policies'),
       exposures: specs<ExposureSpec>('exposures'),
       egress: specs<EgressSpec>('egress_rules'),
+      routerKeys,
     };
   }
 

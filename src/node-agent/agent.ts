@@ -5,6 +5,7 @@
  * keeps CNI network configs current, serves the local socket the CNI plugin
  * and `attach` use, and reports status and drop counters.
  */
+import { join } from 'node:path';
 import type { DesiredState } from '../shared/desired.js';
 import { HostClient } from '../shared/host-client.js';
 import { ensureStateDir, loadIdentity } from '../shared/host-state.js';
@@ -16,6 +17,9 @@ import type { FirewallOptions } from './nftables.js';
 import { Reconciler } from './reconcile.js';
 import { hostClientAllocator, startAgentSocket, type AgentSocketServer } from './socket.js';
 import { ensureTenantKey, type WireguardMode } from './wireguard.js';
+
+/** In the state dir: the kernel's listing of our nft table as last applied. */
+export const FIREWALL_MEMORY_FILE = 'firewall-applied.json';
 
 export interface AgentOptions {
   stateDir: string;
@@ -53,6 +57,7 @@ export class Agent {
       keyFileFor: (tenant) => ensureTenantKey(this.o.stateDir, tenant).privateKeyFile,
       wireguardMode: this.o.wireguardMode,
       firewall: this.o.firewall,
+      firewallMemoryFile: join(this.o.stateDir, FIREWALL_MEMORY_FILE),
       onWireguardExit: () => this.schedule('wireguard-go exited'),
     });
     if (this.o.installCni) installCniPlugin({ binDir: this.o.cniBinDir });

@@ -4,12 +4,13 @@
  * Flags win over NETWALL_* environment variables. Errors: one line, exit 1
  * (2 for usage).
  */
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { NetwallError, ValidationError } from '../shared/errors.js';
 import { enrollHost, loadIdentity } from '../shared/host-state.js';
 import { loadCachedDocument } from '../shared/host-state.js';
 import { ExecaRunner } from '../shared/runner.js';
-import { Agent } from './agent.js';
+import { Agent, FIREWALL_MEMORY_FILE } from './agent.js';
 import { DEFAULT_CNI_CONF_DIR } from './cni-config.js';
 import { DEFAULT_CNI_BIN_DIR, installCniPlugin } from './cni/install.js';
 import { describeChange, Reconciler } from './reconcile.js';
@@ -20,7 +21,7 @@ const USAGE = `usage: netwall-agent <command> [flags]
   enroll  --coordinator URL --token T --name N [--endpoint IP[:PORT]] [--mgmt-address IP] [--public-address IP]
   run     [--socket PATH] [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--no-cni-install] [--interval SECONDS]
           [--wireguard auto|kernel|userspace] [--underlay-restrict] [--underlay-allow-tcp PORT,...] [--underlay-if IF,...]
-  plan    print what a reconcile of the cached document would change (nothing is changed)
+  plan    [the run flags] print what a reconcile of the cached document would change (nothing is changed)
   attach  --tenant T --name N [--label k=v]... --netns PATH|NAME|PID [--ifname eth0] [--socket PATH] [--json]
   detach  --tenant T --name N [--socket PATH] [--json]
   install-cni [--cni-bin-dir DIR]
@@ -70,6 +71,17 @@ function ports(text: string, flag: string): number[] {
     });
 }
 
+/** The firewall options `run` enforces; `plan` must compare against the same. */
+function firewallOptions(v: { 'underlay-restrict'?: boolean; 'underlay-allow-tcp'?: string; 'underlay-if'?: string }) {
+  return {
+    underlay: {
+      restrictInput: v['underlay-restrict'] ?? false,
+      allowTcpPorts: ports(v['underlay-allow-tcp'] ?? '22', '--underlay-allow-tcp'),
+      ...(v['underlay-if'] ? { interfaces: v['underlay-if'].split(',') } : {}),
+    },
+  };
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const { values: v } = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
@@ -107,13 +119,7 @@ async function main(argv: string[]): Promise<void> {
         installCni: !v['no-cni-install'],
         intervalSeconds: interval,
         wireguardMode: mode,
-        firewall: {
-          underlay: {
-            restrictInput: v['underlay-restrict'] ?? false,
-            allowTcpPorts: ports(v['underlay-allow-tcp'] ?? '22', '--underlay-allow-tcp'),
-            ...(v['underlay-if'] ? { interfaces: v['underlay-if'].split(',') } : {}),
-          },
-        },
+        firewall: firewallOptions(v),
         log: (line) => console.log(line),
       });
       await agent.start();
@@ -132,7 +138,13 @@ async function main(argv: string[]): Promise<void> {
       const id = loadIdentity(stateDir);
       const cached = loadCachedDocument(stateDir, id.coordinatorKey);
       if (!cached) throw new NetwallError(`no cached desired state in ${stateDir}`);
-      const rec = new Reconciler({ runner: new ExecaRunner(), log: () => {}, keyFileFor: (t) => ensureTenantKey(stateDir, t).privateKeyFile });
+      const rec = new Reconciler({
+        runner: new ExecaRunner(),
+        log: () => {},
+        keyFileFor: (t) => ensureTenantKey(stateDir, t).privateKeyFile,
+        firewall: firewallOptions(v),
+        firewallMemoryFile: join(stateDir, FIREWALL_MEMORY_FILE),
+      });
       const changes = await rec.plan(cached.state);
       if (v.json) console.log(JSON.stringify(changes, null, 2));
       else if (changes.length === 0) console.log(`up to date with version ${cached.state.version}`);

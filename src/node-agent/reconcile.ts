@@ -9,7 +9,9 @@
  * module only reads their names (names.ts) into the firewall and never touches
  * `nwc*` links.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import type { DesiredState } from '../shared/desired.js';
+import { writeFileAtomic } from '../shared/fsutil.js';
 import type { ChangeLogger, Runner } from '../shared/runner.js';
 import {
   applyFirewallChange,
@@ -214,6 +216,12 @@ export interface ReconcilerOptions {
   /** A wireguard-go child died on its own: reconcile soon to bring the interface back. */
   onWireguardExit?: (iface: string, code: number | string) => void;
   firewall?: FirewallOptions;
+  /**
+   * Where to keep the kernel's listing of the table as last applied, so a
+   * restarted agent can tell an untouched table from drift (and does not
+   * replace it needlessly).
+   */
+  firewallMemoryFile?: string;
 }
 
 /**
@@ -226,6 +234,13 @@ export class Reconciler {
   private readonly firewallMemory: { current: FirewallMemory | null } = { current: null };
 
   constructor(private readonly options: ReconcilerOptions) {
+    if (options.firewallMemoryFile && existsSync(options.firewallMemoryFile)) {
+      try {
+        this.firewallMemory.current = JSON.parse(readFileSync(options.firewallMemoryFile, 'utf8')) as FirewallMemory;
+      } catch {
+        // Unreadable: start without memory; the first reconcile replaces the table once.
+      }
+    }
     this.supervisor = new WireguardGoSupervisor({
       spawner: options.spawner ?? new ProcessSpawner(),
       ...(options.wireguardGoBinary ? { binary: options.wireguardGoBinary } : {}),
@@ -247,8 +262,12 @@ export class Reconciler {
     };
   }
 
-  reconcile(doc: DesiredState): Promise<ReconcileResult> {
-    return reconcile(doc, this.deps());
+  async reconcile(doc: DesiredState): Promise<ReconcileResult> {
+    const before = this.firewallMemory.current;
+    const result = await reconcile(doc, this.deps());
+    const after = this.firewallMemory.current;
+    if (this.options.firewallMemoryFile && after && after !== before) writeFileAtomic(this.options.firewallMemoryFile, JSON.stringify(after), 0o600);
+    return result;
   }
 
   /** Observe and plan only (an empty list means the kernel matches the document). */

@@ -110,6 +110,8 @@ export interface ChangeEvent {
   tenant: string;
   name: string;
   address?: string;
+  /** attach: the workload's network namespace (the agent starts router clients there). */
+  netns?: string;
   /** Something on the host or in the coordinator changed (not a no-op re-attach). */
   changed: boolean;
 }
@@ -287,7 +289,7 @@ export function createAgentRequestHandler(opts: AgentSocketOptions): (req: Incom
         },
         opts.log ? { log: opts.log } : {},
       );
-      notify({ op: 'attach', tenant: r.tenant, name: r.name, address: placed.address, changed: attachment.changes.length > 0 });
+      notify({ op: 'attach', tenant: r.tenant, name: r.name, address: placed.address, netns: r.netns, changed: attachment.changes.length > 0 });
       return { workload: { tenant: r.tenant, name: r.name, address: placed.address, labels: r.labels }, attachment };
     });
   };

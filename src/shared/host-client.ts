@@ -4,7 +4,7 @@
  * NetwallErrors, document signatures verified against the coordinator's key.
  */
 import { signRequest, verifyDocument } from './crypto.js';
-import type { DesiredState, HostKind, SignedDocument } from './desired.js';
+import type { DesiredState, HostKind, RouterCredential, SignedDocument } from './desired.js';
 import { errorFromBody, NetwallError } from './errors.js';
 
 export interface HostIdentity {
@@ -70,6 +70,13 @@ export class HostClient {
   async createWorkload(tenant: string, name: string, labels: Record<string, string>): Promise<WorkloadRecord> {
     const res = await this.request<WorkloadRecord>('POST', `${this.base}/workloads`, { tenant, name, labels });
     return res.body;
+  }
+
+  /** Nodes only: register a tunnel entry point's router-client key; answers with the credential issued for it. */
+  async registerRouterKey(tenant: string, exposure: string, workload: string, publicKey: string): Promise<RouterCredential> {
+    const path = `${this.base}/router-keys/${[tenant, exposure, workload].map(encodeURIComponent).join('/')}`;
+    const res = await this.request<{ credential: RouterCredential }>('PUT', path, { publicKey });
+    return res.body.credential;
   }
 
   async deleteWorkload(tenant: string, name: string): Promise<void> {

@@ -35,6 +35,7 @@ const TABLES = [
   'meta',
   'policies',
   'released_addresses',
+  'router_keys',
   'tenants',
   'tokens',
   'workloads',

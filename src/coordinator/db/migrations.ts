@@ -142,4 +142,15 @@ export const MIGRATIONS: readonly string[] = [
     detail TEXT             -- JSON with the change's particulars
   );
   `,
+  // 2: router-client keys and the credentials issued for them (tunnel-mode entry points).
+  `
+  CREATE TABLE router_keys (
+    exposure_id INTEGER NOT NULL REFERENCES exposures(id) ON DELETE CASCADE,
+    workload_id INTEGER NOT NULL REFERENCES workloads(id) ON DELETE CASCADE,  -- the entry point
+    public_key  TEXT NOT NULL,   -- the router client's ed25519 public key; its private key stays on the node
+    credential  TEXT NOT NULL,   -- JSON RouterCredential: the grant for that key, signed by the coordinator
+    expires_at  TEXT NOT NULL,   -- the grant's expiry; the node registers again before it
+    PRIMARY KEY (exposure_id, workload_id)
+  );
+  `,
 ];

@@ -44,6 +44,7 @@ export function acme(): TenantModel {
       },
     ],
     egress: [{ name: 'internet-web', spec: { gateways: ['gateway1'], destinations: [{ cidr: '203.0.113.10/32', protocol: 'tcp', ports: [80] }] } }],
+    routerKeys: [{ exposure: 'web', workload: 'acme-web', publicKey: key('R'), credential: { grant: '{"v":1}', signature: 'test-signature' } }],
   };
 }
 
@@ -78,5 +79,6 @@ export function globex(): TenantModel {
       },
     ],
     egress: [],
+    routerKeys: [],
   };
 }

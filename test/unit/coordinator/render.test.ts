@@ -85,10 +85,14 @@ test('mesh-mode exposures admit exactly the exposure gateways to the entry port'
   t.deepEqual(g.entryPoints.map((e) => [e.workload, e.mode, e.gateways.map((x) => x.host)]), [['globex-app', 'mesh', ['gateway1']]]);
 });
 
-test('gateways receive the exposures they carry with live targets', (t) => {
+test('gateways receive the exposures they carry with live targets and router keys', (t) => {
   const g2 = render('gateway2');
   t.deepEqual(g2.exposures.map((e) => `${e.tenant}/${e.name}`), ['acme/web']);
   t.deepEqual(g2.exposures[0]!.targets, [{ workload: 'acme-web', node: 'node1', address: '10.240.0.66', port: 8080 }]);
+  t.deepEqual(g2.exposures[0]!.routerClients, [{ workload: 'acme-web', node: 'node1', publicKey: `${'R'.repeat(43)}=` }]);
+  const ep = render('node1').tenants.find((x) => x.tenant === 'acme')!.entryPoints[0]!;
+  t.is(ep.routerKey, `${'R'.repeat(43)}=`);
+  t.deepEqual(ep.credential, { grant: '{"v":1}', signature: 'test-signature' });
   t.is(render('node1').exposures.length, 0);
 });
 

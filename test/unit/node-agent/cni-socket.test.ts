@@ -181,7 +181,7 @@ test('socket: attach allocates, converges (already attached → reads only) and 
   t.deepEqual(res.workload, { tenant: 'acme', name: 'web', address: '10.20.0.5', labels: { app: 'web' } });
   t.is(res.attachment.mtu, 1380, 'the agent default MTU applies when the request names none');
   t.deepEqual(res.attachment.changes, []);
-  t.deepEqual(events, [{ op: 'attach', tenant: 'acme', name: 'web', address: '10.20.0.5', changed: false }]);
+  t.deepEqual(events, [{ op: 'attach', tenant: 'acme', name: 'web', address: '10.20.0.5', netns, changed: false }]);
   t.deepEqual(runner.pending(), []);
 });
 
