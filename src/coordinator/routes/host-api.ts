@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Labels } from '../../shared/names.js';
 import { ForbiddenError } from '../../shared/errors.js';
 import type { HostStatusReport } from '../../shared/host-client.js';
+import { signGrant } from '../../shared/router-protocol.js';
 import { actorOf } from '../auth.js';
 import { bodies, params, queries } from '../schemas.js';
 import type { HostRow } from '../store.js';
@@ -14,7 +15,7 @@ function self(req: FastifyRequest): HostRow {
 
 /** The routes nodes and gateways call, each signed with the host's identity. */
 export async function hostApiRoutes(app: FastifyInstance): Promise<void> {
-  const { store, desired, metrics, maxWaitSeconds } = app.netwall;
+  const { store, desired, metrics, maxWaitSeconds, signingKey } = app.netwall;
 
   for (const kind of ['node', 'gateway'] as const) {
     const base = `/v1/${kind}s/:name`;
@@ -60,6 +61,16 @@ export async function hostApiRoutes(app: FastifyInstance): Promise<void> {
       const { workload, created } = store.createWorkload(actorOf(req.principal), req.body.tenant, req.body.name, host.name, req.body.labels ?? {}, true);
       if (created) metrics.inc('netwall_workload_allocations_total');
       return reply.status(created ? 201 : 200).send(workload);
+    },
+  );
+
+  app.put<{ Params: { name: string; tenant: string; exposure: string; workload: string }; Body: { publicKey: string } }>(
+    '/v1/nodes/:name/router-keys/:tenant/:exposure/:workload',
+    { config: { access: 'node' }, schema: { params: params.hostRouterKey, body: bodies.registerKey } },
+    async (req) => {
+      const { tenant, exposure, workload } = req.params;
+      const credential = store.registerRouterKey(self(req), tenant, exposure, workload, req.body.publicKey, (grant) => signGrant(grant, signingKey.secretKey));
+      return { tenant, exposure, workload, publicKey: req.body.publicKey, credential };
     },
   );
 
