@@ -34,7 +34,7 @@
  * towards the machine's real network.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -823,13 +823,8 @@ export class LabWorld {
       const out = await run(['find', '/sys/fs/cgroup', '-maxdepth', '3', '-type', 'd', '-path', `*${this.cgroupParent(node)}`], { allowFailure: true });
       for (const cg of out.stdout.split('\n').filter(Boolean)) await run(['find', cg, '-depth', '-type', 'd', '-exec', 'rmdir', '{}', ';'], { allowFailure: true });
     }
-    if (this.state.createdRunDir && existsSync(WG_RUN_DIR)) {
-      try {
-        if (readdirSync(WG_RUN_DIR).length === 0) rmdirSync(WG_RUN_DIR);
-      } catch {
-        /* in use by someone else */
-      }
-    }
+    // /run/wireguard stays: removing a directory that is a mount point in other
+    // mount namespaces (another lab's hosts) would detach their tmpfs.
     if (!opts.keepDir) rmSync(this.dir, { recursive: true, force: true });
     const left = await this.labNamespaces();
     if (left.length > 0) problems.push(`namespaces left: ${left.join(', ')}`);

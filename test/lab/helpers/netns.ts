@@ -17,7 +17,7 @@
  * to the root namespace's interfaces.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExecaRunner, PrefixedRunner, type RunOptions, type RunResult, type Runner } from '../../../src/shared/runner.js';
@@ -60,7 +60,6 @@ export class NetnsLab {
   private readonly dirs: string[] = [];
   /** System tools only: under npx, PATH starts with node_modules/.bin (where `nft` is not nftables). */
   private readonly root = new ExecaRunner({ PATH: SYSTEM_PATH });
-  private createdRunDir = false;
   private containers = 0;
 
   constructor(prefix = `nwt${process.pid}`) {
@@ -100,7 +99,6 @@ export class NetnsLab {
     const ns = await this.namespace(short);
     if (!existsSync(WG_RUN_DIR)) {
       mkdirSync(WG_RUN_DIR, { recursive: true });
-      this.createdRunDir = true;
     }
     const holder = this.background([
       'ip', 'netns', 'exec', ns,
@@ -222,7 +220,8 @@ export class NetnsLab {
     }
     for (const ns of this.namespaces.reverse()) await this.run(['ip', 'netns', 'del', ns], { allowFailure: true });
     for (const dir of this.dirs) rmSync(dir, { recursive: true, force: true });
-    if (this.createdRunDir && existsSync(WG_RUN_DIR) && readdirSync(WG_RUN_DIR).length === 0) rmdirSync(WG_RUN_DIR);
+    // Never remove /run/wireguard itself: rmdir of a directory that is a mount
+    // point in other mount namespaces detaches those mounts (other live labs).
   }
 
   /** Namespaces with our prefix that still exist (should be none after cleanup). */

@@ -1,0 +1,346 @@
+/**
+ * scripts/bench data-plane — what the wall costs on the wire. Root only; runs
+ * entirely in network namespaces named `nwb<pid>-…` (test/lab/helpers/netns.ts)
+ * and removes them, and every process it started (by pid), on exit.
+ *
+ * World: two lab hosts n1, n2 (own network + mount namespaces, wireguard-go
+ * each) on a bridged veth underlay (192.0.2.0/24), one container on each
+ * (routed veth, as the CNI plugin makes it), one tenant whose policy allows
+ * client → server tcp 5201 (iperf3) and icmp. The real Reconciler applies the
+ * desired documents (wg + routes + the whole `inet netwall` table).
+ *
+ * Measured in one run, container → container across the mesh:
+ *   underlay  node → node on the underlay (veth, no wg, no netwall), RUNS runs: context
+ *   netwall   (a) as reconciled
+ *   baseline  (b) the same, after `nft delete table inet netwall` on both nodes
+ * in the order a b a b a b a (the table reconciled back before each a), one
+ * iperf3 TCP run of SECONDS (first second omitted) and `ping -c 200 -i 0.01`
+ * per phase: medians, each b against its neighbouring a runs (cancels drift),
+ * and the last a against the first (drift). A probe on a port the policy does
+ * not allow proves each mode is what it claims (blocked with the table, open
+ * without).
+ */
+import { mkdirSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import { Reconciler } from '../src/node-agent/reconcile.js';
+import { ensureTenantKey } from '../src/node-agent/wireguard.js';
+import type { DesiredState, PeerState } from '../src/shared/desired.js';
+import { NetnsLab, labUnavailable, waitForAsync, type LabHost } from '../test/lab/helpers/netns.js';
+import { recordBenchmark } from './bench-record.js';
+
+// ---------------------------------------------------------------- shared with bench-rules.ts
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+export function percentile(xs: readonly number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+export interface IperfResult {
+  gbps: number;
+  retransmits: number;
+}
+
+/** One iperf3 TCP run from `ns` to `address` (JSON output; the first second omitted as slow start). */
+export async function iperf(lab: NetnsLab, ns: string, address: string, seconds: number, port = 5201): Promise<IperfResult> {
+  const res = await lab.exec(ns, ['iperf3', '-c', address, '-p', String(port), '-t', String(seconds), '-O', '1', '-J'], {
+    timeoutMs: (seconds + 15) * 1000,
+    allowFailure: true,
+  });
+  const doc = JSON.parse(res.stdout || '{}') as {
+    error?: string;
+    end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } };
+  };
+  const bps = doc.end?.sum_received?.bits_per_second;
+  if (res.exitCode !== 0 || bps === undefined) throw new Error(`iperf3 ${ns} → ${address}:${port}: ${doc.error || res.stderr.trim() || `exit ${res.exitCode}`}`);
+  return { gbps: bps / 1e9, retransmits: doc.end?.sum_sent?.retransmits ?? 0 };
+}
+
+/** `runs` iperf3 runs; the median throughput and all runs' figures. */
+export async function iperfSeries(lab: NetnsLab, ns: string, address: string, runs: number, seconds: number): Promise<{ median: number; runs: number[]; retransmits: number }> {
+  const results: IperfResult[] = [];
+  for (let i = 0; i < runs; i++) results.push(await iperf(lab, ns, address, seconds));
+  return { median: median(results.map((r) => r.gbps)), runs: results.map((r) => r.gbps), retransmits: results.reduce((a, r) => a + r.retransmits, 0) };
+}
+
+export interface PingStats {
+  /** Every reply's round-trip time (ms). */
+  rtts: number[];
+  sent: number;
+  received: number;
+  min: number;
+  avg: number;
+  p50: number;
+  p99: number;
+}
+
+/** `ping -c count -i 0.01`, per-packet RTTs parsed from its lines (ms). */
+export async function pingStats(lab: NetnsLab, ns: string, address: string, count = 200): Promise<PingStats> {
+  const res = await lab.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', address], { allowFailure: true, timeoutMs: 30_000 });
+  const rtts = [...res.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+  if (rtts.length === 0) throw new Error(`ping ${ns} → ${address}: no replies\n${res.stdout}${res.stderr}`);
+  return {
+    rtts,
+    sent: count,
+    received: rtts.length,
+    min: Math.min(...rtts),
+    avg: rtts.reduce((a, b) => a + b, 0) / rtts.length,
+    p50: percentile(rtts, 50),
+    p99: percentile(rtts, 99),
+  };
+}
+
+export const fmtPing = (p: PingStats): string =>
+  `min ${p.min.toFixed(3)} / avg ${p.avg.toFixed(3)} / p50 ${p.p50.toFixed(3)} / p99 ${p.p99.toFixed(3)} ms (${p.received}/${p.sent})`;
+
+export const fmtRuns = (s: { median: number; runs: number[]; retransmits: number }): string =>
+  `${s.median.toFixed(2)} Gbit/s median (runs ${s.runs.map((r) => r.toFixed(2)).join(', ')}; ${s.retransmits} retransmits)`;
+
+/** Stop everything on Ctrl-C/TERM too: namespaces and children are ours to remove. */
+export function cleanupOnSignals(cleanup: () => Promise<void>): void {
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      console.error(`\n${sig}: cleaning up`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+}
+
+/** A hard stop: if the bench overruns its budget, clean up and fail rather than hang. */
+export function deadline(seconds: number, cleanup: () => Promise<void>): NodeJS.Timeout {
+  const timer = setTimeout(() => {
+    console.error(`bench: over the ${seconds} s budget, aborting`);
+    void cleanup().finally(() => process.exit(1));
+  }, seconds * 1000);
+  timer.unref();
+  return timer;
+}
+
+// ---------------------------------------------------------------- the world
+
+const RUNS = 3;
+const SECONDS = 5;
+/** a b a b a b a: CYCLES baseline runs, each between two netwall runs. */
+const CYCLES = 3;
+const IPERF_PORT = 5201;
+const BLOCKED_PORT = 5202;
+const UNDERLAY = { n1: '192.0.2.1', n2: '192.0.2.2' } as const;
+const TENANT = 'bench';
+const WG_PORT = 51820;
+const CLIENT = { name: 'client', address: '10.1.1.10', labels: { app: 'client' } };
+const SERVER = { name: 'server', address: '10.1.2.10', labels: { app: 'server' } };
+
+type NodeName = 'n1' | 'n2';
+
+function nodeDoc(n: NodeName, keys: Record<NodeName, string>, version = 1): DesiredState {
+  const slice = (m: NodeName): string => `10.1.${m === 'n1' ? 1 : 2}.0/24`;
+  const address = (m: NodeName): string => `10.1.${m === 'n1' ? 1 : 2}.1`;
+  const peers: PeerState[] = (['n1', 'n2'] as const).map((m) => ({
+    host: m,
+    kind: 'node',
+    publicKey: keys[m],
+    endpoint: `${UNDERLAY[m]}:${WG_PORT}`,
+    allowedIps: [`${address(m)}/32`, slice(m)],
+    meshAddress: address(m),
+  }));
+  return {
+    schema: 1,
+    kind: 'node',
+    host: n,
+    version,
+    settings: { mtu: 1420, statusIntervalSeconds: 30, keepaliveSeconds: null },
+    tenants: [
+      {
+        tenant: TENANT,
+        iface: `nw-${TENANT}`,
+        subnet: '10.1.0.0/16',
+        slice: slice(n),
+        address: address(n),
+        listenPort: WG_PORT,
+        publicKey: keys[n],
+        peers,
+        workloads: n === 'n1' ? [CLIENT] : [SERVER],
+        firewall: {
+          groups: { 'app=client': [`${CLIENT.address}/32`], 'app=server': [`${SERVER.address}/32`] },
+          rules: [
+            { origin: 'iperf', from: 'app=client', to: 'app=server', protocol: 'tcp', ports: [{ from: IPERF_PORT, to: IPERF_PORT }] },
+            { origin: 'iperf', from: 'app=client', to: 'app=server', protocol: 'icmp', ports: [] },
+          ],
+        },
+        entryPoints: [],
+        egress: { gateway: null, allow: [] },
+      },
+    ],
+    exposures: [],
+    networks: [TENANT],
+  };
+}
+
+// ---------------------------------------------------------------- the run
+
+async function main(): Promise<void> {
+  const unavailable = labUnavailable(['ip', 'nft', 'wg', 'wireguard-go', 'sysctl', 'nsenter', 'unshare', 'socat', 'ping', 'iperf3', 'ss']);
+  if (unavailable) {
+    console.error(`bench data-plane: ${unavailable} (iperf3: apt-get install -y iperf3)`);
+    process.exit(2);
+  }
+  const started = performance.now();
+  const load = loadavg();
+  const cpus = availableParallelism();
+  // NetnsLab removes /run/wireguard at cleanup when it created it, and an rmdir in the root mount
+  // namespace detaches the per-host tmpfs mounted there in every other live lab (their `wg` then
+  // loses wireguard-go's socket). Making sure it exists first keeps this run from doing that to others.
+  mkdirSync('/run/wireguard', { recursive: true });
+  const lab = new NetnsLab(`nwb${process.pid}`);
+  const reconcilers: Reconciler[] = [];
+  let cleaned = false;
+  const cleanup = async (): Promise<void> => {
+    if (cleaned) return;
+    cleaned = true;
+    for (const r of reconcilers) await r.stopUserspace().catch(() => undefined);
+    await lab.cleanup();
+    const left = await lab.leftovers();
+    if (left.length > 0) console.error(`bench data-plane: namespaces left behind: ${left.join(' ')}`);
+  };
+  cleanupOnSignals(cleanup);
+  deadline(170, cleanup);
+
+  const lines: string[] = [];
+  const out = (s: string): void => {
+    console.log(s);
+    lines.push(s);
+  };
+  const wgExits: string[] = [];
+  try {
+    const hosts: Record<NodeName, LabHost> = { n1: await lab.host('n1'), n2: await lab.host('n2') };
+    await lab.underlay([
+      { ns: hosts.n1.ns, address: `${UNDERLAY.n1}/24` },
+      { ns: hosts.n2.ns, address: `${UNDERLAY.n2}/24` },
+    ]);
+    const c1 = await lab.container(hosts.n1.ns, TENANT, CLIENT.name, CLIENT.address);
+    const c2 = await lab.container(hosts.n2.ns, TENANT, SERVER.name, SERVER.address);
+    const keys = { n1: ensureTenantKey(hosts.n1.stateDir, TENANT).publicKey, n2: ensureTenantKey(hosts.n2.stateDir, TENANT).publicKey };
+    // Changes are logged quietly; anything else the reconciler says (a wireguard-go exit) is printed at once.
+    const reconciler = (n: NodeName): Reconciler =>
+      new Reconciler({
+        runner: hosts[n].runner,
+        spawner: hosts[n].spawner,
+        log: (l) => {
+          if (!l.startsWith('[#]')) console.error(`${n}: ${l}`);
+        },
+        onWireguardExit: (iface, code) => wgExits.push(`${n} ${iface} exited (${code}) at ${((performance.now() - started) / 1000).toFixed(1)} s`),
+        keyFileFor: (t) => ensureTenantKey(hosts[n].stateDir, t).privateKeyFile,
+        wireguardMode: 'auto',
+      });
+    const rec: Record<NodeName, Reconciler> = { n1: reconciler('n1'), n2: reconciler('n2') };
+    reconcilers.push(rec.n1, rec.n2);
+
+    // Servers: iperf3 in the server container and on n2's underlay; a listener on a port no policy allows.
+    lab.background(['ip', 'netns', 'exec', c2.ns, 'iperf3', '-s', '-p', String(IPERF_PORT)]);
+    lab.background(['ip', 'netns', 'exec', hosts.n2.ns, 'iperf3', '-s', '-p', String(IPERF_PORT), '-B', UNDERLAY.n2]);
+    await lab.listening(c2.ns, 'tcp', IPERF_PORT);
+    await lab.listening(hosts.n2.ns, 'tcp', IPERF_PORT);
+    await lab.listen(c2.ns, 'tcp', BLOCKED_PORT);
+
+    // ---- context: the underlay alone (before anything of netwall exists)
+    await waitForAsync(() => lab.ping(hosts.n1.ns, UNDERLAY.n2), 5000, 'underlay ping');
+    const underlay = await iperfSeries(lab, hosts.n1.ns, UNDERLAY.n2, RUNS, SECONDS);
+    const underlayPing = await pingStats(lab, hosts.n1.ns, UNDERLAY.n2);
+
+    // ---- netwall: the real reconciler on both nodes
+    const reconcileMs: Record<NodeName, number> = { n1: 0, n2: 0 };
+    for (const n of ['n1', 'n2'] as const) {
+      const t0 = performance.now();
+      const res = await rec[n].reconcile(nodeDoc(n, keys));
+      reconcileMs[n] = performance.now() - t0;
+      if (res.errors.length > 0) throw new Error(`${n}: reconcile: ${res.errors.join('; ')}`);
+    }
+    for (const n of ['n1', 'n2'] as const) {
+      const left = await rec[n].plan(nodeDoc(n, keys));
+      if (left.length > 0) throw new Error(`${n}: second plan not empty (${left.length} changes)`);
+    }
+    await waitForAsync(() => lab.ping(c1.ns, c2.address), 10_000, 'client → server across the mesh (handshake)');
+
+    const tableOn = async (n: NodeName): Promise<boolean> =>
+      (await hosts[n].runner.run(['nft', 'list', 'table', 'inet', 'netwall'], { allowFailure: true })).exitCode === 0;
+    /** Mode check: the table is (or is not) on both nodes, and the port no policy allows is blocked (or open). */
+    const check = async (mode: string, wantTable: boolean): Promise<string> => {
+      for (const n of ['n1', 'n2'] as const) if ((await tableOn(n)) !== wantTable) throw new Error(`${mode}: table inet netwall ${wantTable ? 'missing' : 'present'} on ${n}`);
+      const open = await lab.reach(c1.ns, 'tcp', c2.address, BLOCKED_PORT, { seconds: 1 });
+      if (open === wantTable) throw new Error(`${mode}: tcp ${BLOCKED_PORT} (no policy) is ${open ? 'open' : 'blocked'}`);
+      return wantTable ? `tcp ${BLOCKED_PORT} blocked` : `tcp ${BLOCKED_PORT} open`;
+    };
+
+    const restoreMs: number[] = [];
+    const restoreNotes: string[] = [];
+    const deleteTable = async (): Promise<void> => {
+      for (const n of ['n1', 'n2'] as const) await hosts[n].runner.run(['nft', 'delete', 'table', 'inet', 'netwall']);
+    };
+    const restoreTable = async (): Promise<void> => {
+      for (const n of ['n1', 'n2'] as const) {
+        const t0 = performance.now();
+        const res = await rec[n].reconcile(nodeDoc(n, keys));
+        restoreMs.push(performance.now() - t0);
+        if (res.errors.length > 0) throw new Error(`${n}: restore: ${res.errors.join('; ')}`);
+        const kinds = res.changes.map((c) => (c.kind === 'firewall-replace' ? `${c.kind}:${c.reason}` : c.kind));
+        if (kinds.join(',') !== 'firewall-replace:missing') restoreNotes.push(`${n}: restore also planned ${kinds.filter((k) => !k.startsWith('firewall')).join(',')}`);
+      }
+    };
+
+    // a b a b … a: every baseline run sits between two netwall runs, so load that drifts during
+    // the run (this machine is shared) shows up as a difference between the a runs, not as overhead.
+    const a: number[] = [];
+    const b: number[] = [];
+    const rtt = { a: [] as number[], b: [] as number[] };
+    const verified = new Set<string>();
+    let retransmits = { a: 0, b: 0 };
+    for (let phase = 0; phase < 2 * CYCLES + 1; phase++) {
+      const netwall = phase % 2 === 0;
+      if (phase > 0) await (netwall ? restoreTable() : deleteTable());
+      verified.add(await check(netwall ? `netwall (a${phase / 2 + 1})` : `baseline (b${(phase + 1) / 2})`, netwall));
+      const r = await iperf(lab, c1.ns, c2.address, SECONDS);
+      (netwall ? a : b).push(r.gbps);
+      retransmits = netwall ? { ...retransmits, a: retransmits.a + r.retransmits } : { ...retransmits, b: retransmits.b + r.retransmits };
+      rtt[netwall ? 'a' : 'b'].push(...(await pingStats(lab, c1.ns, c2.address)).rtts);
+    }
+
+    // ---- report
+    const gb = (xs: number[]): string => `${median(xs).toFixed(3)} Gbit/s median (runs ${xs.map((x) => x.toFixed(3)).join(', ')})`;
+    const flanked = b.map((x, i) => (a[i]! + a[i + 1]!) / 2 / x);
+    const rttText = (xs: number[]): string =>
+      `min ${Math.min(...xs).toFixed(3)} / avg ${(xs.reduce((s2, x) => s2 + x, 0) / xs.length).toFixed(3)} / p50 ${percentile(xs, 50).toFixed(3)} / p99 ${percentile(xs, 99).toFixed(3)} ms (n=${xs.length})`;
+    out(`load average at start ${load.map((x) => x.toFixed(2)).join(' ')} (${cpus} CPUs; shared machine, other jobs may run alongside)`);
+    out(`world: 2 nodes (wireguard-go, MTU 1420) on a veth+bridge underlay, 1 container each; iperf3 TCP ${SECONDS} s runs (+1 s omitted), ping -c 200 -i 0.01 after each run`);
+    out(`underlay node→node (veth, no wg, no netwall), context: ${fmtRuns(underlay)}; rtt ${fmtPing(underlayPing)}`);
+    out(`order a b a b … a (${CYCLES} cycles): table deleted on both nodes before each b, reconciled back before each a; checked each time (${[...verified].join(' / ')})`);
+    out(`netwall  (a) container→container over wg: ${gb(a)}; ${retransmits.a} retransmits`);
+    out(`baseline (b) same, no netwall table:     ${gb(b)}; ${retransmits.b} retransmits`);
+    out(`throughput ratio netwall/baseline: ${(median(a) / median(b)).toFixed(3)} (medians)   (target >= 0.95); each b against its neighbouring a runs: ${flanked.map((x) => x.toFixed(3)).join(', ')} (median ${median(flanked).toFixed(3)}); drift last a / first a ${(a[a.length - 1]! / a[0]!).toFixed(3)}`);
+    out(`wg over veth vs veth alone: ${((median(b) / underlay.median) * 100).toFixed(1)} % of the underlay's throughput`);
+    out(`rtt netwall  (a): ${rttText(rtt.a)}`);
+    out(`rtt baseline (b): ${rttText(rtt.b)}`);
+    out(`rtt overhead netwall vs baseline: p50 ${((percentile(rtt.a, 50) - percentile(rtt.b, 50)) * 1000).toFixed(0)} µs, min ${((Math.min(...rtt.a) - Math.min(...rtt.b)) * 1000).toFixed(0)} µs`);
+    out(`first reconcile (wireguard-go start, keys, peers, routes, table): n1 ${reconcileMs.n1.toFixed(0)} ms, n2 ${reconcileMs.n2.toFixed(0)} ms; table restore after delete (reconcile, per node): median ${median(restoreMs).toFixed(0)} ms (n=${restoreMs.length})`);
+    if (wgExits.length > 0 || restoreNotes.length > 0) out(`WARNING: wireguard-go died during the run (${[...wgExits, ...restoreNotes].join('; ')}): later runs used a restarted interface`);
+    out(`bench wall time: ${((performance.now() - started) / 1000).toFixed(0)} s   (budget < 180 s)`);
+  } finally {
+    await cleanup();
+  }
+  recordBenchmark('data-plane', lines);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: Error) => {
+    console.error(`bench data-plane: ${err.stack ?? err.message}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,423 @@
+/**
+ * scripts/bench rules — the firewall at scale: one node's document with 10,000
+ * workloads and 1,000 policies, rendered by the real `renderFirewall` and
+ * applied by the real `applyFirewallChange` (`nft -f -`, one atomic replace)
+ * inside a network namespace `nwb<pid>-n1` that is removed on exit. Root only.
+ *
+ * World (built here, not by the coordinator, so the shape is fixed):
+ * 10 tenants x 1,000 workloads; this node hosts 100 of each tenant (1,000
+ * local workloads → veth_addr), the other 9,000 sit on 9 other nodes and
+ * appear only as set elements. Labels app=app0..19 x env=env0..4 (10
+ * workloads per combination per tenant). 100 policies per tenant, each with
+ * its own (from, to) selector pair ({app} → {app, env}) and its own ports
+ * (tcp, some with two ports, every tenth udp); groups are named like the
+ * coordinator names them (s_<sha>). Every policy has local members at both
+ * ends, so this node enforces all 1,000 (the worst case).
+ *
+ * Figures:
+ *  (a) render (pure, median), full apply of the large table (`nft -f` alone,
+ *      and the agent's apply: counters read + `nft -f` + listing for drift
+ *      memory), and the observe step every reconcile tick pays.
+ *  (b) one workload added/removed on this node: the agent's whole firewall
+ *      tick (observe + render + plan + apply); and, as a prototype for a
+ *      possible delta path (NOT in src/), the same change as `add element` /
+ *      `delete element` on the named sets.
+ *  (c) iperf3 TCP between two containers on this node (same-node routed veths,
+ *      through the forward chain) with the large table vs a small one (the
+ *      same two workloads and one policy), interleaved in one run: rounds of
+ *      (large, small) in alternating order, medians and per-round ratios.
+ */
+import { createHash } from 'node:crypto';
+import { availableParallelism, loadavg } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import {
+  applyFirewallChange,
+  groupSetName,
+  observeFirewall,
+  planFirewall,
+  renderFirewall,
+  replaceTransaction,
+  type FirewallChange,
+  type FirewallMemory,
+  type RenderedFirewall,
+} from '../src/node-agent/nftables.js';
+import { containerInterfaceName } from '../src/node-agent/names.js';
+import type { AllowRule, DesiredState, LocalWorkload, PeerState, TenantState } from '../src/shared/desired.js';
+import { selectorKey, type Labels } from '../src/shared/names.js';
+import { ExecaRunner, PrefixedRunner, SYSTEM_PATH, type Runner } from '../src/shared/runner.js';
+import { NetnsLab, labUnavailable } from '../test/lab/helpers/netns.js';
+import { cleanupOnSignals, deadline, iperf, median, percentile, pingStats } from './bench-data-plane.js';
+import { recordBenchmark } from './bench-record.js';
+
+const TENANTS = 10;
+const NODES = 10; // this node (n0) + 9 others
+const PER_TENANT = 1000;
+const LOCAL_PER_TENANT = 100;
+const POLICIES_PER_TENANT = 100;
+const APPS = 20;
+const ENVS = 5;
+const ROUNDS = 6;
+const SECONDS = 4;
+const IPERF_PORT = 5201;
+const SELF = 'n0';
+
+const IPERF_CLIENT: LocalWorkload = { name: 'iperf-client', address: '10.1.1.250', labels: { app: 'iperf-client' } };
+const IPERF_SERVER: LocalWorkload = { name: 'iperf-server', address: '10.1.1.251', labels: { app: 'iperf-server' } };
+const IPERF_RULES: Policy['rules'] = [
+  { protocol: 'tcp', ports: [{ from: IPERF_PORT, to: IPERF_PORT }] },
+  { protocol: 'icmp', ports: [] },
+];
+/** The one-workload change of (b): tenant3, joins s(app=app3) and s(app=app3,env=env1). */
+const NEW_WORKLOAD: LocalWorkload = { name: 'new-w', address: '10.4.1.200', labels: { app: 'app3', env: 'env1' } };
+
+const groupId = (selector: Labels): string => `s_${createHash('sha256').update(selectorKey(selector)).digest('hex').slice(0, 12)}`;
+const fakeKey = (i: number): string => Buffer.alloc(32, i % 251).toString('base64');
+
+interface Workload extends LocalWorkload {
+  node: string;
+}
+
+interface Policy {
+  name: string;
+  from: Labels;
+  to: Labels;
+  rules: Omit<AllowRule, 'origin' | 'from' | 'to'>[];
+}
+
+const matches = (labels: Labels, selector: Labels): boolean => Object.entries(selector).every(([k, v]) => labels[k] === v);
+
+export function tenantWorld(t: number): { workloads: Workload[]; policies: Policy[] } {
+  const workloads: Workload[] = [];
+  for (let k = 0; k < PER_TENANT; k++) {
+    const n = Math.floor(k / LOCAL_PER_TENANT); // 0 = this node
+    workloads.push({
+      name: `t${t}-w${k}`,
+      node: `n${n}`,
+      address: `10.${t + 1}.${n + 1}.${10 + (k % LOCAL_PER_TENANT)}`,
+      labels: { app: `app${k % APPS}`, env: `env${Math.floor(k / APPS) % ENVS}` },
+    });
+  }
+  const policies: Policy[] = [];
+  for (let i = 0; i < POLICIES_PER_TENANT; i++) {
+    const band = Math.floor(i / APPS);
+    const port = 1000 + t * 1000 + i;
+    const protocol = i % 10 === 9 ? 'udp' : 'tcp';
+    const ports = i % 4 === 3 ? [{ from: port, to: port }, { from: port + 20000, to: port + 20010 }] : [{ from: port, to: port }];
+    policies.push({
+      name: `t${t}-p${i}`,
+      from: { app: `app${i % APPS}` },
+      to: { app: `app${(i + 1 + band) % APPS}`, env: `env${band % ENVS}` },
+      rules: [{ protocol, ports }],
+    });
+  }
+  if (t === 0) {
+    // The iperf pair replaces two generated local workloads and the last policy (the last rule of the chain).
+    workloads.splice(LOCAL_PER_TENANT - 2, 2, { ...IPERF_CLIENT, node: SELF }, { ...IPERF_SERVER, node: SELF });
+    policies.splice(POLICIES_PER_TENANT - 1, 1, { name: 'iperf', from: IPERF_CLIENT.labels, to: IPERF_SERVER.labels, rules: IPERF_RULES });
+  }
+  return { workloads, policies };
+}
+
+/** This node's TenantState, cut down the way the coordinator does: rules with a local member at either end. */
+function tenantState(t: number, workloads: readonly Workload[], policies: readonly Policy[]): TenantState {
+  const tenant = `tenant${t}`;
+  const local = workloads.filter((w) => w.node === SELF);
+  const groups: Record<string, string[]> = {};
+  const rules: AllowRule[] = [];
+  for (const p of policies) {
+    const from = workloads.filter((w) => matches(w.labels, p.from));
+    const to = workloads.filter((w) => matches(w.labels, p.to));
+    if (!from.some((w) => w.node === SELF) && !to.some((w) => w.node === SELF)) continue;
+    const [gf, gt] = [groupId(p.from), groupId(p.to)];
+    groups[gf] = from.map((w) => `${w.address}/32`).sort();
+    groups[gt] = to.map((w) => `${w.address}/32`).sort();
+    for (const r of p.rules) rules.push({ origin: p.name, from: gf, to: gt, protocol: r.protocol, ports: r.ports });
+  }
+  const peers: PeerState[] = Array.from({ length: NODES }, (_, n) => ({
+    host: `n${n}`,
+    kind: 'node',
+    publicKey: fakeKey(n * 16 + t),
+    endpoint: `192.0.2.${n + 1}:${51820 + t}`,
+    allowedIps: [`10.${t + 1}.${n + 1}.1/32`, `10.${t + 1}.${n + 1}.0/24`],
+    meshAddress: `10.${t + 1}.${n + 1}.1`,
+  }));
+  return {
+    tenant,
+    iface: `nw-${tenant}`,
+    subnet: `10.${t + 1}.0.0/16`,
+    slice: `10.${t + 1}.1.0/24`,
+    address: `10.${t + 1}.1.1`,
+    listenPort: 51820 + t,
+    publicKey: fakeKey(t),
+    peers,
+    workloads: local.map(({ name, address, labels }) => ({ name, address, labels })),
+    firewall: { groups, rules },
+    entryPoints: [],
+    egress: { gateway: null, allow: [] },
+  };
+}
+
+export interface World {
+  tenants: { workloads: Workload[]; policies: Policy[] }[];
+}
+
+export function docOf(world: World, version: number, extra: LocalWorkload | null = null): DesiredState {
+  const tenants = world.tenants.map((w, t) => {
+    const workloads = extra && extra.address.startsWith(`10.${t + 1}.`) ? [...w.workloads, { ...extra, node: SELF }] : w.workloads;
+    return tenantState(t, workloads, w.policies);
+  });
+  return { schema: 1, kind: 'node', host: SELF, version, settings: { mtu: 1420, statusIntervalSeconds: 30, keepaliveSeconds: null }, tenants, exposures: [], networks: tenants.map((t) => t.tenant) };
+}
+
+/** The small table of (c): tenant0 with only the iperf pair and its policy. */
+function smallDoc(version: number): DesiredState {
+  const workloads: Workload[] = [
+    { ...IPERF_CLIENT, node: SELF },
+    { ...IPERF_SERVER, node: SELF },
+  ];
+  const policy: Policy = { name: 'iperf', from: IPERF_CLIENT.labels, to: IPERF_SERVER.labels, rules: IPERF_RULES };
+  return { schema: 1, kind: 'node', host: SELF, version, settings: { mtu: 1420, statusIntervalSeconds: 30, keepaliveSeconds: null }, tenants: [tenantState(0, workloads, [policy])], exposures: [], networks: ['tenant0'] };
+}
+
+// ---------------------------------------------------------------- a prototype element delta (bench only)
+
+/** Named sets whose elements depend on workloads: veth_addr and each tenant's group sets. */
+function setElements(doc: DesiredState): Map<string, Set<string>> {
+  const sets = new Map<string, Set<string>>();
+  sets.set('veth_addr', new Set(doc.tenants.flatMap((t) => t.workloads.map((w) => `"${containerInterfaceName(t.tenant, w.name)}" . ${w.address.split('/')[0]}`))));
+  for (const t of doc.tenants) for (const [g, members] of Object.entries(t.firewall.groups)) sets.set(groupSetName(t.tenant, g), new Set(members.map((m) => m.replace(/\/32$/, ''))));
+  return sets;
+}
+
+/**
+ * `add element` / `delete element` commands turning `before`'s sets into
+ * `after`'s, or null when anything but set membership differs. What a delta
+ * path in nftables.ts would send instead of the whole table.
+ */
+function elementDelta(before: DesiredState, after: DesiredState): string | null {
+  const a = setElements(before);
+  const b = setElements(after);
+  if (a.size !== b.size || [...a.keys()].some((k) => !b.has(k))) return null;
+  const structure = (d: DesiredState): string =>
+    JSON.stringify(d.tenants.map((t) => [t.tenant, t.iface, t.subnet, t.listenPort, t.firewall.rules, t.entryPoints, t.egress]));
+  if (structure(before) !== structure(after)) return null;
+  const lines: string[] = [];
+  for (const [name, old] of a) {
+    const now = b.get(name)!;
+    const add = [...now].filter((e) => !old.has(e));
+    const del = [...old].filter((e) => !now.has(e));
+    if (add.length) lines.push(`add element inet netwall ${name} { ${add.join(', ')} }`);
+    if (del.length) lines.push(`delete element inet netwall ${name} { ${del.join(', ')} }`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+// ---------------------------------------------------------------- measuring
+
+async function timed<T>(fn: () => Promise<T> | T): Promise<{ ms: number; value: T }> {
+  const t0 = performance.now();
+  const value = await fn();
+  return { ms: performance.now() - t0, value };
+}
+
+async function tableStats(runner: Runner): Promise<{ rules: number; sets: number; elements: number; chains: number }> {
+  const res = await runner.run(['nft', '-j', 'list', 'table', 'inet', 'netwall']);
+  const doc = JSON.parse(res.stdout) as { nftables: { rule?: unknown; set?: { elem?: unknown[] }; map?: { elem?: unknown[] }; chain?: unknown }[] };
+  let rules = 0;
+  let sets = 0;
+  let elements = 0;
+  let chains = 0;
+  for (const o of doc.nftables) {
+    if (o.rule) rules++;
+    if (o.chain) chains++;
+    const s = o.set ?? o.map;
+    if (s) {
+      sets++;
+      elements += s.elem?.length ?? 0;
+    }
+  }
+  return { rules, sets, elements, chains };
+}
+
+const ms = (x: number): string => `${x.toFixed(1)} ms`;
+const stats = (xs: number[]): string => `median ${ms(median(xs))} (min ${ms(Math.min(...xs))}, max ${ms(Math.max(...xs))}, n=${xs.length})`;
+
+async function main(): Promise<void> {
+  const unavailable = labUnavailable(['ip', 'nft', 'nsenter', 'sysctl', 'ping', 'iperf3', 'ss']);
+  if (unavailable) {
+    console.error(`bench rules: ${unavailable} (iperf3: apt-get install -y iperf3)`);
+    process.exit(2);
+  }
+  const started = performance.now();
+  const lab = new NetnsLab(`nwb${process.pid}`);
+  let cleaned = false;
+  const cleanup = async (): Promise<void> => {
+    if (cleaned) return;
+    cleaned = true;
+    await lab.cleanup();
+    const left = await lab.leftovers();
+    if (left.length > 0) console.error(`bench rules: namespaces left behind: ${left.join(' ')}`);
+  };
+  cleanupOnSignals(cleanup);
+  deadline(300, cleanup);
+
+  const lines: string[] = [];
+  const out = (s: string): void => {
+    console.log(s);
+    lines.push(s);
+  };
+  try {
+    // ---- the documents (pure)
+    const world: World = { tenants: Array.from({ length: TENANTS }, (_, t) => tenantWorld(t)) };
+    const big = docOf(world, 1);
+    const changed = docOf(world, 2, NEW_WORKLOAD);
+    const small = smallDoc(1);
+    const workloads = world.tenants.reduce((a, t) => a + t.workloads.length, 0);
+    const policies = world.tenants.reduce((a, t) => a + t.policies.length, 0);
+    const localWorkloads = big.tenants.reduce((a, t) => a + t.workloads.length, 0);
+    const enforced = big.tenants.reduce((a, t) => a + t.firewall.rules.length, 0);
+    const groups = big.tenants.reduce((a, t) => a + Object.keys(t.firewall.groups).length, 0);
+    const groupElements = big.tenants.reduce((a, t) => a + Object.values(t.firewall.groups).reduce((x, g) => x + g.length, 0), 0);
+    out(`load average at start ${loadavg().map((x) => x.toFixed(2)).join(' ')} (${availableParallelism()} CPUs; shared machine, other jobs may run alongside)`);
+    out(`world: ${TENANTS} tenants, ${workloads} workloads (${localWorkloads} on this node), ${policies} policies (${enforced} allow rules enforced here), ${groups} address groups with ${groupElements} members`);
+
+    // ---- (a) render, pure
+    for (let i = 0; i < 3; i++) renderFirewall(big);
+    const renderTimes: number[] = [];
+    let rendered: RenderedFirewall = renderFirewall(big);
+    for (let i = 0; i < 9; i++) {
+      (globalThis as { gc?: () => void }).gc?.();
+      const r = await timed(() => renderFirewall(big));
+      renderTimes.push(r.ms);
+      rendered = r.value;
+    }
+    out(`(a) render large table (pure): ${stats(renderTimes)}; ${(rendered.text.length / 1024).toFixed(0)} KiB, ${rendered.text.split('\n').length} lines`);
+
+    // ---- the node namespace: nft through nsenter --net (what the agent pays is nft's own cost plus a spawn)
+    const ns = await lab.namespace('n1');
+    const runner: Runner = new PrefixedRunner(new ExecaRunner({ PATH: SYSTEM_PATH }), ['nsenter', `--net=/run/netns/${ns}`]);
+    await runner.run(['sysctl', '-w', 'net.ipv4.ip_forward=1']);
+    const c1 = await lab.container(ns, 'tenant0', IPERF_CLIENT.name, IPERF_CLIENT.address);
+    const c2 = await lab.container(ns, 'tenant0', IPERF_SERVER.name, IPERF_SERVER.address);
+    lab.background(['ip', 'netns', 'exec', c2.ns, 'iperf3', '-s', '-p', String(IPERF_PORT)]);
+    await lab.listening(c2.ns, 'tcp', IPERF_PORT);
+
+    const floor: number[] = [];
+    for (let i = 0; i < 7; i++) floor.push((await timed(() => runner.run(['nft', 'list', 'tables']))).ms);
+    out(`    process floor (nsenter + nft list tables, empty): ${stats(floor)}`);
+
+    let memory: FirewallMemory | null = null;
+    /** The agent's firewall tick: observe → render → plan → apply (when the plan is not empty). */
+    const tick = async (doc: DesiredState) => {
+      const obs = await timed(() => observeFirewall(runner));
+      const ren = await timed(() => renderFirewall(doc));
+      const plan = planFirewall(ren.value, obs.value, memory);
+      let applyMs = 0;
+      const change = plan[0];
+      if (change) {
+        const ap = await timed(() => applyFirewallChange(change, runner, () => undefined));
+        memory = ap.value;
+        applyMs = ap.ms;
+      }
+      return { observeMs: obs.ms, renderMs: ren.ms, applyMs, total: obs.ms + ren.ms + applyMs, planned: plan.map((c) => c.reason) };
+    };
+
+    const smallFirst = await tick(small);
+    if (smallFirst.planned.join() !== 'missing') throw new Error(`small: planned ${smallFirst.planned.join()}`);
+    const smallStats = await tableStats(runner);
+
+    // First apply of the large table onto the small one (a real replace).
+    const first = await tick(big);
+    const bigStats = await tableStats(runner);
+    out(`(a) first apply, small → large table (agent tick: observe ${ms(first.observeMs)} + render ${ms(first.renderMs)} + apply ${ms(first.applyMs)}): ${ms(first.total)}   (target <= 1000 ms)`);
+
+    // Repeated full replaces: nft -f alone, and the agent's apply (counters + nft -f + listing).
+    const nftOnly: number[] = [];
+    const agentApply: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const doc = i % 2 ? big : changed;
+      const r = renderFirewall(doc);
+      nftOnly.push((await timed(() => runner.run(['nft', '-f', '-'], { input: replaceTransaction(r.text) }))).ms);
+      const change: FirewallChange = { kind: 'firewall-replace', op: 'update', reason: 'changed', old: null, new: renderFirewall(i % 2 ? changed : big) };
+      const ap = await timed(() => applyFirewallChange(change, runner, () => undefined));
+      agentApply.push(ap.ms);
+      memory = ap.value;
+    }
+    const observeTimes: number[] = [];
+    for (let i = 0; i < 5; i++) observeTimes.push((await timed(() => observeFirewall(runner))).ms);
+    out(`(a) full atomic replace of the large table, nft -f alone: ${stats(nftOnly)}   (target <= 1000 ms)`);
+    out(`(a) full replace as the agent applies it (read counters + nft -f + list for drift memory): ${stats(agentApply)}   (target <= 1000 ms)`);
+    out(`    observe (nft -s list table, paid by every reconcile tick, also when nothing changed): ${stats(observeTimes)}`);
+    out(`    nft objects, large table: ${bigStats.rules} rules in ${bigStats.chains} chains, ${bigStats.sets} sets/maps with ${bigStats.elements} elements; small table: ${smallStats.rules} rules, ${smallStats.chains} chains, ${smallStats.elements} elements`);
+    out(`    rules = ${bigStats.rules - smallStats.rules} more for ${enforced - 1} more allow rules: O(policies) (each allow rule appears in its tenant's container chain and mesh chain), no rule per workload`);
+
+    // ---- (b) one workload added/removed on this node
+    await tick(big); // make sure the live table is `big` and memory matches
+    const idle = await tick(big);
+    const ticks: Awaited<ReturnType<typeof tick>>[] = [];
+    for (let i = 0; i < 6; i++) ticks.push(await tick(i % 2 ? big : changed));
+    out(`(b) idle tick, nothing changed (observe + render + plan): ${ms(idle.total)} (observe ${ms(idle.observeMs)}, render ${ms(idle.renderMs)}); planned ${idle.planned.length === 0 ? 'nothing' : idle.planned.join()}`);
+    out(
+      `(b) one workload added/removed, full-table path (agent tick): ${stats(ticks.map((x) => x.total))}; of which render ${ms(median(ticks.map((x) => x.renderMs)))}, observe ${ms(median(ticks.map((x) => x.observeMs)))}, apply ${ms(median(ticks.map((x) => x.applyMs)))}   (target <= 50 ms)`,
+    );
+    // The delta prototype: same change as element add/delete (the table stays `big` in structure).
+    await tick(big);
+    const addScript = elementDelta(big, changed);
+    const delScript = elementDelta(changed, big);
+    if (!addScript || !delScript) throw new Error('element delta: documents differ in more than set membership');
+    const diffTimes: number[] = [];
+    for (let i = 0; i < 5; i++) diffTimes.push((await timed(() => elementDelta(big, changed))).ms);
+    const deltaTimes: number[] = [];
+    const vethElem = `"${containerInterfaceName('tenant3', NEW_WORKLOAD.name)}" . ${NEW_WORKLOAD.address}`;
+    for (let i = 0; i < 10; i++) {
+      deltaTimes.push((await timed(() => runner.run(['nft', '-f', '-'], { input: i % 2 ? delScript : addScript }))).ms);
+      const present = (await runner.run(['nft', 'get', 'element', 'inet', 'netwall', 'veth_addr', `{ ${vethElem} }`], { allowFailure: true })).exitCode === 0;
+      if (present !== (i % 2 === 0)) throw new Error(`element delta ${i}: veth_addr element ${present ? 'still there' : 'missing'}`);
+    }
+    out(
+      `(b) the same change as a set-element delta (prototype in this script, not in src/): nft -f ${stats(deltaTimes)}; ${addScript.trim().split('\n').length} commands (${addScript.trim().split('\n').map((l) => l.split(' ')[4]).join(', ')}); diff of two documents' sets in JS ${ms(median(diffTimes))} + render ${ms(median(renderTimes))} if the agent renders to compare`,
+    );
+
+    // ---- (c) throughput through the forward chain, large and small tables interleaved
+    // Rounds alternate the order (LS, SL, LS, …) so load that drifts during the run hits both alike.
+    const texts = { large: renderFirewall(big).text, small: renderFirewall(small).text };
+    const runsOf: Record<'large' | 'small', number[]> = { large: [], small: [] };
+    const rttsOf: Record<'large' | 'small', number[]> = { large: [], small: [] };
+    const switchMs: Record<'large' | 'small', number[]> = { large: [], small: [] };
+    const pairs: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const order: ('large' | 'small')[] = round % 2 ? ['small', 'large'] : ['large', 'small'];
+      const got: Record<string, number> = {};
+      for (const which of order) {
+        switchMs[which].push((await timed(() => runner.run(['nft', '-f', '-'], { input: replaceTransaction(texts[which]) }))).ms);
+        if (round === 0) await lab.exec(c1.ns, ['ping', '-c', '3', '-i', '0.2', '-W', '1', c2.address], { allowFailure: true });
+        const r = await iperf(lab, c1.ns, c2.address, SECONDS);
+        runsOf[which].push(r.gbps);
+        got[which] = r.gbps;
+        rttsOf[which].push(...(await pingStats(lab, c1.ns, c2.address, 100)).rtts);
+      }
+      pairs.push(got.large! / got.small!);
+    }
+    const blocked = await lab.reach(c1.ns, 'tcp', c2.address, 22, { seconds: 1 });
+    if (blocked) throw new Error('sanity: client → server tcp 22 is open with the large table loaded');
+    const rtt = (xs: number[]): string => `p50 ${percentile(xs, 50).toFixed(3)} / avg ${(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3)} / p99 ${percentile(xs, 99).toFixed(3)} ms (n=${xs.length})`;
+    const gb = (xs: number[]): string => `${median(xs).toFixed(2)} Gbit/s median (min ${Math.min(...xs).toFixed(2)}, max ${Math.max(...xs).toFixed(2)}, n=${xs.length})`;
+    out(`(c) iperf3 TCP container→container on this node, ${ROUNDS} rounds x (large, small) x ${SECONDS} s (+1 s omitted), order alternating; the allowing rule is the last of its tenant's 100`);
+    out(`    large table: ${gb(runsOf.large)}; rtt ${rtt(rttsOf.large)}; switch to it (nft -f) ${ms(median(switchMs.large))}`);
+    out(`    small table: ${gb(runsOf.small)}; rtt ${rtt(rttsOf.small)}; switch to it (nft -f) ${ms(median(switchMs.small))}`);
+    out(`    throughput ratio large/small: ${(median(runsOf.large) / median(runsOf.small)).toFixed(3)} (medians)   (target >= 0.95); per-round ratios ${pairs.map((x) => x.toFixed(2)).join(', ')} (median ${median(pairs).toFixed(3)})`);
+    out(`    rtt p50 large - small: ${((percentile(rttsOf.large, 50) - percentile(rttsOf.small, 50)) * 1000).toFixed(0)} µs`);
+    out(`bench wall time: ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  } finally {
+    await cleanup();
+  }
+  recordBenchmark('rules', lines);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: Error) => {
+    console.error(`bench rules: ${err.stack ?? err.message}`);
+    process.exit(1);
+  });
+}
