@@ -16,6 +16,8 @@ import { installCniPlugin } from './cni/install.js';
 import type { FirewallOptions } from './nftables.js';
 import { Reconciler } from './reconcile.js';
 import { hostClientAllocator, startAgentSocket, type AgentSocketServer } from './socket.js';
+import { NetnsRegistry, TunnelSupervisor } from './tunnels.js';
+import { ProcessSpawner } from './wgproc.js';
 import { ensureTenantKey, type WireguardMode } from './wireguard.js';
 
 /** In the state dir: the kernel's listing of our nft table as last applied. */
@@ -38,6 +40,7 @@ export class Agent {
   private socket?: AgentSocketServer;
   private reconciler?: Reconciler;
   private client?: HostClient;
+  private tunnels?: TunnelSupervisor;
   private timer?: NodeJS.Timeout;
   /** One reconcile at a time, in order. */
   private queue: Promise<void> = Promise.resolve();
@@ -61,12 +64,26 @@ export class Agent {
       onWireguardExit: () => this.schedule('wireguard-go exited'),
     });
     if (this.o.installCni) installCniPlugin({ binDir: this.o.cniBinDir });
+    const netns = new NetnsRegistry(join(this.o.stateDir, 'workloads.json'));
+    const client = this.client;
+    this.tunnels = new TunnelSupervisor({
+      stateDir: this.o.stateDir,
+      registerRouterKey: (tenant, exposure, workload, publicKey) => client.registerRouterKey(tenant, exposure, workload, publicKey),
+      netnsOf: (tenant, workload) => netns.get(tenant, workload),
+      spawner: new ProcessSpawner([], (line) => this.o.log(`[router-client] ${line}`)),
+      log: this.o.log,
+    });
     this.socket = await startAgentSocket({
       path: this.o.socketPath,
       allocator: hostClientAllocator(this.client),
       runner,
       mtu: () => this.watcher?.current?.settings.mtu ?? 1420,
       log: this.o.log,
+      onChange: (e) => {
+        netns.set(e.tenant, e.name, e.op === 'attach' ? e.netns : undefined);
+        // A new entry point may need its router client at once.
+        this.schedule('workload attached');
+      },
     });
     this.watcher = new DesiredStateWatcher({
       client: this.client,
@@ -105,6 +122,7 @@ export class Agent {
     } catch (err) {
       errors.push(`cni config: ${(err as Error).message}`);
     }
+    errors.push(...(await this.tunnels!.sync(doc)));
     for (const k of result.keysToRegister) {
       try {
         await client.registerKey(k.tenant, k.publicKey);
@@ -120,7 +138,7 @@ export class Agent {
         appliedVersion: doc.version,
         errors: errors.slice(0, 100).map((e) => e.slice(0, 2000)),
         drops: await reconciler.dropCounters().catch(() => ({})),
-        details: { changes: result.changes.length, offline: this.watcher?.offline ?? false },
+        details: { changes: result.changes.length, offline: this.watcher?.offline ?? false, tunnels: this.tunnels!.status() },
       });
     } catch {
       // The coordinator is down: the data plane goes on; the next report will tell.
@@ -130,6 +148,8 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.watcher?.stop();
+    // Router clients live in the containers' namespaces but die with the agent's cgroup anyway: stop them cleanly.
+    this.tunnels?.stopAll();
     await this.socket?.close();
     await this.queue;
   }

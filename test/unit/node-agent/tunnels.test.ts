@@ -1,0 +1,108 @@
+import { mkdtempSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { generateSigningKeyPair } from '../../../src/shared/crypto.js';
+import type { DesiredState, EntryPoint, RouterCredential } from '../../../src/shared/desired.js';
+import { signGrant } from '../../../src/shared/router-protocol.js';
+import { NetnsRegistry, TunnelSupervisor } from '../../../src/node-agent/tunnels.js';
+import type { ChildHandle, Spawner } from '../../../src/node-agent/wgproc.js';
+
+const coordinator = generateSigningKeyPair();
+
+class FakeSpawner implements Spawner {
+  spawned: { argv: string[]; child: ChildHandle & { killed?: string; exit: (c: number) => void } }[] = [];
+  private pid = 100;
+  spawn(argv: readonly string[]): ChildHandle {
+    let exit!: (c: number) => void;
+    const exited = new Promise<number | string>((r) => (exit = r));
+    const child = { pid: this.pid++, exited, exit, killed: undefined as string | undefined, kill(sig?: string) { this.killed = sig ?? 'SIGTERM'; exit(143); } };
+    this.spawned.push({ argv: [...argv], child });
+    return child;
+  }
+}
+
+function doc(entryPoints: EntryPoint[]): DesiredState {
+  return {
+    schema: 1, kind: 'node', host: 'node1', version: 1, settings: { mtu: 1420, statusIntervalSeconds: 30, keepaliveSeconds: null }, exposures: [], networks: ['acme'],
+    tenants: [{ tenant: 'acme', iface: 'nw-acme', subnet: '10.240.0.0/20', slice: '10.240.0.64/26', address: '10.240.0.65', listenPort: 51820, publicKey: null, peers: [], workloads: [], firewall: { groups: {}, rules: [] }, entryPoints, egress: { gateway: null, allow: [] } }],
+  };
+}
+
+const ep = (over: Partial<EntryPoint> = {}): EntryPoint => ({
+  exposure: 'web', workload: 'web1', address: '10.240.0.66', port: 8080, mode: 'tunnel',
+  gateways: [{ host: 'gateway1', meshAddress: '10.240.0.1', routerPort: 7400 }, { host: 'gateway2', meshAddress: '10.240.0.2', routerPort: 7400 }],
+  routerKey: null, credential: null, ...over,
+});
+
+function setup(days = 30) {
+  const stateDir = mkdtempSync(join(tmpdir(), 'netwall-tunnels-'));
+  const spawner = new FakeSpawner();
+  const registered: string[] = [];
+  const sup = new TunnelSupervisor({
+    stateDir,
+    spawner,
+    log: () => {},
+    nodePath: '/usr/bin/node',
+    mainPath: '/opt/netwall/router-client-main.js',
+    netnsOf: (t, w) => (t === 'acme' && w === 'web1' ? '/run/netns/web1' : undefined),
+    registerRouterKey: async (tenant, exposure, workload, publicKey): Promise<RouterCredential> => {
+      registered.push(publicKey);
+      const now = Date.now();
+      return signGrant({ v: 1, tenant, exposure, workload, node: 'node1', publicKey, issuedAt: new Date(now).toISOString(), expiresAt: new Date(now + days * 86_400_000).toISOString() }, coordinator.secretKey);
+    },
+  });
+  return { stateDir, spawner, registered, sup };
+}
+
+test('a tunnel entry point gets a local key, a registered credential, and a router client in its namespace', async (t) => {
+  const { stateDir, spawner, registered, sup } = setup();
+  t.deepEqual(await sup.sync(doc([ep()])), []);
+  t.is(registered.length, 1);
+  const keyFile = join(stateDir, 'router', 'acme.web.web1.key');
+  t.is(statSync(keyFile).mode & 0o777, 0o600);
+  t.is(statSync(join(stateDir, 'router', 'acme.web.web1.credential.json')).mode & 0o777, 0o600);
+  t.deepEqual(spawner.spawned[0]!.argv, [
+    'nsenter', '--net=/run/netns/web1', '/usr/bin/node', '/opt/netwall/router-client-main.js',
+    '--gateway', 'gateway1@10.240.0.1:7400', '--gateway', 'gateway2@10.240.0.2:7400',
+    '--key', keyFile, '--credential', join(stateDir, 'router', 'acme.web.web1.credential.json'), '--target', '127.0.0.1:8080',
+  ]);
+  // Once the coordinator's document carries our key and its credential, nothing is registered or restarted.
+  const credential = signGrant({ v: 1, tenant: 'acme', exposure: 'web', workload: 'web1', node: 'node1', publicKey: registered[0]!, issuedAt: new Date().toISOString(), expiresAt: new Date(Date.now() + 30 * 86_400_000).toISOString() }, coordinator.secretKey);
+  await sup.sync(doc([ep({ routerKey: registered[0]!, credential })]));
+  t.is(registered.length, 1);
+  t.is(spawner.spawned.length, 1);
+});
+
+test('a credential about to expire is renewed; a changed gateway set restarts the client; a removed entry point stops it', async (t) => {
+  const { spawner, registered, sup } = setup(3);
+  await sup.sync(doc([ep()]));
+  await sup.sync(doc([ep()])); // the 3-day grant is inside the renewal window
+  t.is(registered.length, 2);
+  t.is(spawner.spawned.length, 1);
+  await sup.sync(doc([ep({ gateways: [{ host: 'gateway2', meshAddress: '10.240.0.2', routerPort: 7400 }] })]));
+  t.is(spawner.spawned.length, 2);
+  t.is(spawner.spawned[0]!.child.killed, 'SIGTERM');
+  await sup.sync(doc([]));
+  t.is(spawner.spawned[1]!.child.killed, 'SIGTERM');
+});
+
+test('a dead router client is started again on the next sync; mesh entry points and unknown namespaces get none', async (t) => {
+  const { spawner, sup } = setup();
+  await sup.sync(doc([ep()]));
+  spawner.spawned[0]!.child.exit(1);
+  await new Promise((r) => setImmediate(r));
+  await sup.sync(doc([ep()]));
+  t.is(spawner.spawned.length, 2);
+  const errors = await sup.sync(doc([ep({ workload: 'ghost' }), ep({ exposure: 'm', mode: 'mesh' })]));
+  t.is(errors.length, 1);
+  t.regex(errors[0]!, /acme\/web\/ghost: its network namespace is unknown/);
+});
+
+test('the namespace registry survives a restart', (t) => {
+  const file = join(mkdtempSync(join(tmpdir(), 'netwall-netns-')), 'workloads.json');
+  new NetnsRegistry(file).set('acme', 'web1', '/run/netns/x');
+  t.is(new NetnsRegistry(file).get('acme', 'web1'), '/run/netns/x');
+  new NetnsRegistry(file).set('acme', 'web1', undefined);
+  t.is(new NetnsRegistry(file).get('acme', 'web1'), undefined);
+});
