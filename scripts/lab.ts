@@ -5,15 +5,17 @@
  *   scripts/lab status [--json]       hosts, addresses, programs' health, containers, exposures
  *   scripts/lab exec HOST|CONTAINER -- CMD…   run a command of this machine in its namespace
  *   scripts/lab netwall -- ARGS…      the netwall CLI against the lab coordinator (admin token)
+ *   scripts/lab check [--json]        probe the demo's intent (DEMO_INTENT below); exit 1 on any mismatch
  *   scripts/lab down                  remove everything
  *
  * The topology and the mechanics are in lab-world.ts. State: .lab/ in the repository.
  */
 import { existsSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  COORDINATOR_PORT,
   COORDINATOR_URL,
   GATEWAYS,
   HOSTS,
@@ -28,6 +30,7 @@ import {
   waitUntil,
   type ContainerSpec,
   type HostName,
+  type HostSpec,
 } from './lab-world.js';
 
 const repo = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -177,6 +180,7 @@ function printTry(w: LabWorld): void {
     'What to try (ready to paste):',
     '',
     '  scripts/lab status                                       # hosts, addresses, programs, containers',
+    '  scripts/lab check                                        # probes every flow the demo allows and denies (table; exit 1 on a mismatch)',
     '',
     '  # allowed: acme app=web → app=db tcp 5432, across nodes (node1 → node2)',
     `  scripts/lab exec acme-web -- socat -T2 - TCP:${ip('acme-db')}:5432,connect-timeout=2 </dev/null`,
@@ -277,6 +281,279 @@ function passthrough(argv: string[], env: Record<string, string>): Promise<void>
   });
 }
 
+// ------------------------------------------------------------ check: the demo's intent, probed
+
+type Verdict = 'allowed' | 'denied';
+/** What a probe saw. `refused` means the target's TCP stack answered: for a denied flow that is a leak (netwall drops, it never rejects). */
+type Got = 'answered' | 'refused' | 'timeout' | 'unreachable' | 'error';
+
+interface IntentRow {
+  /** Container or lab host the probe runs from (inside its network namespace). */
+  from: string;
+  /** A container, `host:mgmt` / `host:public`, or an address. */
+  to: string;
+  probe: 'tcp' | 'http' | 'ping';
+  port?: number;
+  /** HTTP: path, and a Host name resolved to the target address (gateway probes). */
+  path?: string;
+  hostname?: string;
+  expect: Verdict;
+  /** The expectation once gateways run (egress through gateway1). */
+  withGateways?: Verdict;
+  why: string;
+  /**
+   * Only for a probe from a lab host to a container: for the probe's duration,
+   * a /32 route to the container via its node's address on this network, in
+   * the prober's namespace (added and removed by the probe).
+   */
+  routeVia?: 'mgmt' | 'public';
+}
+
+const serviceOf = (c: ContainerSpec) => ({ probe: c.serves.startsWith('http') ? ('http' as const) : ('tcp' as const), port: Number(c.serves.split(' ')[1]) });
+const containerOf = (name: string) => DEMO_CONTAINERS.find((c) => c.name === name) as ContainerSpec;
+const svc = (name: string) => ({ to: name, ...serviceOf(containerOf(name)) });
+
+/**
+ * The demo's intent, in one table: what `scripts/lab up` sets up (policies
+ * web-to-db and app-to-db, no egress without gateways, NAT-only containers,
+ * --underlay-restrict) and therefore what must work and what must not.
+ * Controls (allowed) show that each denied probe had something to reach.
+ */
+const DEMO_INTENT: IntentRow[] = [
+  // controls: the services answer, the networks carry traffic
+  ...DEMO_CONTAINERS.map((c): IntentRow => ({ from: c.name, to: '127.0.0.1', ...serviceOf(c), expect: 'allowed', why: 'control: the service answers inside its container' })),
+  { from: 'node1', to: 'coordinator:mgmt', probe: 'http', port: COORDINATOR_PORT, path: '/healthz', expect: 'allowed', why: 'control: nodes reach the coordinator on mgmt' },
+  { from: 'coordinator', to: 'node2:mgmt', probe: 'ping', expect: 'allowed', why: 'control: mgmt carries traffic (icmp open under --underlay-restrict)' },
+  { from: 'internet', to: 'node1:public', probe: 'ping', expect: 'allowed', why: 'control: public carries traffic to the nodes' },
+  { from: 'gateway1', to: INTERNET_WEB, probe: 'http', port: 80, expect: 'allowed', why: 'control: the internet web server answers' },
+  // tenant policies
+  { from: 'acme-web', ...svc('acme-db'), expect: 'allowed', why: 'acme policy web-to-db (app=web → app=db tcp 5432), node1 → node2' },
+  { from: 'globex-app', ...svc('globex-db'), expect: 'allowed', why: 'globex policy app-to-db (app=app → app=db tcp 5432), node2 → node1' },
+  { from: 'acme-db', ...svc('acme-web'), expect: 'denied', why: 'no acme policy db → web' },
+  { from: 'globex-db', ...svc('globex-app'), expect: 'denied', why: 'no globex policy db → app' },
+  // tenants never meet
+  { from: 'acme-web', ...svc('globex-app'), expect: 'denied', why: 'cross-tenant, node1 → node2' },
+  { from: 'acme-web', ...svc('globex-db'), expect: 'denied', why: 'cross-tenant, same node (node1)' },
+  { from: 'globex-app', ...svc('acme-db'), expect: 'denied', why: 'cross-tenant, same node (node2), allowed port of the other tenant' },
+  { from: 'globex-app', ...svc('acme-web'), expect: 'denied', why: 'cross-tenant, node2 → node1' },
+  // containers reach no host: coordinator, their node's gateway address and underlay addresses
+  ...DEMO_CONTAINERS.flatMap((c): IntentRow[] => [
+    { from: c.name, to: 'coordinator:mgmt', probe: 'http', port: COORDINATOR_PORT, path: '/healthz', expect: 'denied', why: 'containers never reach the coordinator' },
+    { from: c.name, to: '169.254.1.1', probe: 'ping', expect: 'denied', why: `its gateway address on ${c.node}: containers → host dropped` },
+    { from: c.name, to: `${c.node}:mgmt`, probe: 'ping', expect: 'denied', why: `its node's mgmt address` },
+    { from: c.name, to: `${c.node}:public`, probe: 'ping', expect: 'denied', why: `its node's public address` },
+  ]),
+  // egress: only acme, only to the internet web server on port 80, only through a gateway
+  { from: 'acme-web', to: INTERNET_WEB, probe: 'http', port: 80, expect: 'denied', withGateways: 'allowed', why: 'acme egress rule (tcp 80 via gateway1); without gateways there is no egress' },
+  { from: 'acme-web', to: INTERNET_WEB, probe: 'ping', expect: 'denied', why: 'egress allows tcp 80 only' },
+  { from: 'globex-app', to: INTERNET_WEB, probe: 'http', port: 80, expect: 'denied', why: 'globex has no egress rule' },
+  // other nodes' hosts reach no container, over the mesh or over the underlay
+  { from: 'node1', ...svc('acme-db'), expect: 'denied', why: 'a node is no workload: its mesh address reaches no container' },
+  { from: 'node2', ...svc('acme-web'), expect: 'denied', why: 'a node is no workload: its mesh address reaches no container' },
+  { from: 'node1', ...svc('acme-db'), routeVia: 'mgmt', expect: 'denied', why: 'underlay → containers dropped (route injected on node1 for the probe)' },
+  { from: 'node2', ...svc('globex-db'), routeVia: 'public', expect: 'denied', why: 'underlay → containers dropped (route injected on node2 for the probe)' },
+  // the internet and the mgmt network reach no container, even with a route through its node
+  ...DEMO_CONTAINERS.flatMap((c): IntentRow[] => [
+    { from: 'internet', ...svc(c.name), routeVia: 'public', expect: 'denied', why: 'NAT-only: no inbound from the internet, even routed via its node' },
+    { from: 'coordinator', ...svc(c.name), routeVia: 'mgmt', expect: 'denied', why: 'NAT-only: no inbound from mgmt, even routed via its node' },
+  ]),
+];
+
+/**
+ * GATEWAYS — public requests through gateway1 and gateway2 (issue 5 §5).
+ * Probed only when `scripts/lab up` started netwall-gateway (state.gateways);
+ * otherwise skipped with a printed note. Assumed until the gateway program
+ * exists: HTTP on port 80 of each gateway's public address, routed by Host.
+ */
+const GATEWAY_INTENT: IntentRow[] = (['gateway1', 'gateway2'] as const).flatMap((g): IntentRow[] => [
+  { from: 'internet', to: `${g}:public`, probe: 'http', port: 80, hostname: 'web.acme.test', expect: 'allowed', why: `exposure acme/web (tunnel mode) on ${g}` },
+  { from: 'internet', to: `${g}:public`, probe: 'http', port: 80, hostname: 'app.globex.test', expect: 'allowed', why: `exposure globex/app (mesh mode) on ${g}` },
+]);
+
+interface ProbeResult {
+  probe: string;
+  from: string;
+  to: string;
+  address: string;
+  expected: Verdict;
+  got: Got;
+  detail: string;
+  ok: boolean;
+  why: string;
+  ms: number;
+}
+
+const PROBE_SECONDS = 2;
+
+function probeName(r: IntentRow): string {
+  const what = r.probe === 'ping' ? 'icmp' : `${r.probe} ${r.port}`;
+  const host = r.hostname ? ` Host ${r.hostname}` : '';
+  const route = r.routeVia ? ` (route via ${containerOf(r.to).node} ${r.routeVia})` : '';
+  return `${r.from} → ${r.to} ${what}${host}${route}`;
+}
+
+/** Routes a probe added and has not removed yet: removed on SIGINT/SIGTERM too. */
+const pendingRoutes = new Set<string>();
+function removePendingRoutesAndExit(signal: NodeJS.Signals): void {
+  for (const key of pendingRoutes) {
+    const [ns, dst, via] = key.split(' ') as [string, string, string];
+    spawnSync('ip', ['-n', ns, 'route', 'del', dst, 'via', via], { env: { ...process.env, PATH: SYSTEM_PATH } });
+  }
+  process.exit(signal === 'SIGINT' ? 130 : 143);
+}
+
+function classify(stderr: string, status: number): Got {
+  if (/refused/i.test(stderr)) return 'refused';
+  if (/unreachable|no route to host/i.test(stderr)) return 'unreachable';
+  if (/timed out|timeout/i.test(stderr) || status === 28 || status === 128) return 'timeout';
+  return 'error';
+}
+
+async function runProbe(r: IntentRow, address: string, netns: string): Promise<{ got: Got; detail: string; answer?: string }> {
+  const enter = ['nsenter', `--net=${netns}`];
+  const opts = { allowFailure: true, timeoutMs: (PROBE_SECONDS + 3) * 1000 };
+  if (r.probe === 'ping') {
+    const out = await run([...enter, 'ping', '-n', '-c', '1', '-W', String(PROBE_SECONDS), address], opts);
+    if (out.status === 0) return { got: 'answered', detail: 'echo reply' };
+    if (/unreachable/i.test(out.stdout + out.stderr)) return { got: 'unreachable', detail: 'unreachable' };
+    return out.status === 1 ? { got: 'timeout', detail: 'no reply' } : { got: 'error', detail: (out.stderr.trim() || `exit ${out.status}`).split('\n')[0] as string };
+  }
+  if (r.probe === 'http') {
+    const host = r.hostname ?? address;
+    // -v: curl's own message is "Couldn't connect" for a refusal and for no route alike; the verbose line tells them apart.
+    const args = ['curl', '-sS', '-v', '-m', String(PROBE_SECONDS), '-o', '-', '-w', '\n%{http_code}'];
+    if (r.hostname) args.push('--resolve', `${r.hostname}:${r.port}:${address}`);
+    args.push(`http://${host}:${r.port}${r.path ?? '/'}`);
+    const out = await run([...enter, ...args], opts);
+    if (out.status === 0) {
+      const nl = out.stdout.lastIndexOf('\n');
+      const code = out.stdout.slice(nl + 1);
+      return { got: 'answered', detail: `HTTP ${code}`, answer: `${code} ${out.stdout.slice(0, Math.max(nl, 0)).trim()}` };
+    }
+    const got = classify(out.stderr, out.status);
+    return { got, detail: got === 'error' ? (out.stderr.trim() || `exit ${out.status}`).split('\n').pop() as string : got };
+  }
+  const out = await run([...enter, 'socat', `-T${PROBE_SECONDS}`, `-t${PROBE_SECONDS}`, '-', `TCP:${address}:${r.port},connect-timeout=${PROBE_SECONDS}`], { ...opts, input: 'probe\n' });
+  const answer = out.stdout.trim();
+  if (answer) return { got: 'answered', detail: `reply "${answer.split('\n')[0]}"`, answer };
+  // Connected but nothing said: the target's stack answered.
+  if (out.status === 0) return { got: 'refused', detail: 'connected, no reply' };
+  const got = classify(out.stderr, out.status);
+  return { got, detail: got === 'error' ? (out.stderr.trim() || `exit ${out.status}`).split('\n').pop() as string : got };
+}
+
+/** One probe: resolve names, inject its route if asked (and always remove it), judge the outcome. */
+async function probeRow(w: LabWorld, r: IntentRow, expected: Verdict): Promise<ProbeResult> {
+  const t0 = Date.now();
+  const containers = w.state.containers;
+  const resolveAddress = (to: string): string => {
+    if (containers[to]) return containers[to].ip;
+    const m = /^(\w+):(mgmt|public)$/.exec(to);
+    if (m) return (HOSTS[m[1] as HostName] as HostSpec)[m[2] as 'mgmt' | 'public'] as string;
+    return to;
+  };
+  const address = resolveAddress(r.to);
+  const netns = containers[r.from]?.netns ?? w.nsPath(r.from as HostName);
+  const base = { probe: probeName(r), from: r.from, to: r.to, address, expected, why: r.why };
+  const finish = (got: Got, detail: string, ok: boolean): ProbeResult => ({ ...base, got, detail, ok, ms: Date.now() - t0 });
+
+  let route: string | null = null;
+  if (r.routeVia) {
+    const via = HOSTS[containerOf(r.to).node][r.routeVia] as string;
+    const ns = w.ns(r.from as HostName);
+    const add = await run(['ip', '-n', ns, 'route', 'add', `${address}/32`, 'via', via], { allowFailure: true });
+    if (add.status === 0) {
+      route = `${ns} ${address}/32 ${via}`;
+      pendingRoutes.add(route);
+    } else if (!/File exists/.test(add.stderr)) {
+      return finish('error', `ip route add ${address}/32 via ${via}: ${add.stderr.trim()}`, false);
+    }
+    // An existing identical /32 (someone's own experiment) is used as it is, and left alone.
+  }
+  try {
+    // An allowed flow gets a second chance: the first packet may wait for a WireGuard handshake.
+    let res = await runProbe(r, address, netns);
+    if (expected === 'allowed' && res.got !== 'answered') res = await runProbe(r, address, netns);
+    if (expected === 'denied') {
+      const ok = res.got === 'timeout' || res.got === 'unreachable';
+      return finish(res.got, res.got === 'refused' ? `${res.detail} (reached the target's stack: not dropped)` : res.detail, ok);
+    }
+    let ok = res.got === 'answered';
+    let detail = res.detail;
+    if (ok && r.probe === 'http' && !/^2\d\d /.test(res.answer ?? '')) {
+      ok = false;
+      detail = `${detail} (expected 2xx)`;
+    }
+    // A container's demo service says who it is: the probe reached the right container.
+    const c = containers[r.to];
+    if (ok && r.probe === 'tcp' && c && !(res.answer ?? '').includes(`${r.to} ok`)) {
+      ok = false;
+      detail = `${detail} (expected "${r.to} ok")`;
+    }
+    return finish(res.got, detail, ok);
+  } finally {
+    if (route) {
+      const [ns, dst, via] = route.split(' ') as [string, string, string];
+      await run(['ip', '-n', ns, 'route', 'del', dst, 'via', via], { allowFailure: true });
+      pendingRoutes.delete(route);
+    }
+  }
+}
+
+/** Runs tasks with at most `limit` at a time, results in order. */
+async function pool<T, R>(items: readonly T[], limit: number, f: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < items.length; i = next++) out[i] = await f(items[i] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+async function check(json: boolean): Promise<void> {
+  const t0 = Date.now();
+  const w = world();
+  if (!existsSync(DIR) || !(await isUp(w))) {
+    const error = existsSync(DIR) ? `the lab is not ready (phase ${w.state.phase}, or a program or container stopped): scripts/lab status` : 'the lab is down: scripts/lab up';
+    if (json) console.log(JSON.stringify({ ok: false, error, probes: [], skipped: [] }, null, 2));
+    else say(error);
+    process.exitCode = 2;
+    return;
+  }
+  process.once('SIGINT', removePendingRoutesAndExit);
+  process.once('SIGTERM', removePendingRoutesAndExit);
+
+  const gateways = w.state.gateways;
+  const rows = [...DEMO_INTENT, ...(gateways ? GATEWAY_INTENT : [])].map((r) => ({ r, expected: gateways && r.withGateways ? r.withGateways : r.expect }));
+  const skipped = gateways
+    ? []
+    : [{ section: 'gateways', probes: GATEWAY_INTENT.map(probeName), reason: 'no netwall-gateway program runs in this lab (not built yet, or it did not start: scripts/lab status)' }];
+  // Injected routes change the prober's routing (a node's, too): those probes run after the others, never beside them.
+  const plain = await pool(rows.filter((x) => !x.r.routeVia), 8, (x) => probeRow(w, x.r, x.expected));
+  const routed = await pool(rows.filter((x) => x.r.routeVia), 8, (x) => probeRow(w, x.r, x.expected));
+  const probes = [...plain, ...routed];
+  const ok = probes.every((p) => p.ok);
+  const seconds = Math.round((Date.now() - t0) / 100) / 10;
+
+  if (json) {
+    console.log(JSON.stringify({ ok, lab: PREFIX, gateways, seconds, probes, skipped }, null, 2));
+  } else {
+    const width = Math.max(...probes.map((p) => p.probe.length)) + 2;
+    console.log(`${'PROBE'.padEnd(width)}${'EXPECTED'.padEnd(10)}${'GOT'.padEnd(34)}OK    WHY`);
+    for (const p of probes) {
+      const got = p.got === 'answered' ? p.detail : p.detail === p.got ? p.got : `${p.got}: ${p.detail}`;
+      console.log(`${p.probe.padEnd(width)}${p.expected.padEnd(10)}${got.slice(0, 32).padEnd(34)}${(p.ok ? 'ok' : 'FAIL').padEnd(6)}${p.why}`);
+    }
+    for (const s of skipped) console.log(`\nnote: ${s.section} probes skipped (${s.probes.length}): ${s.reason}`);
+    const failed = probes.filter((p) => !p.ok);
+    console.log(`\n${probes.length - failed.length}/${probes.length} probes as expected${failed.length ? `; MISMATCH: ${failed.map((p) => p.probe).join('; ')}` : ''} (${seconds} s)`);
+  }
+  process.removeListener('SIGINT', removePendingRoutesAndExit);
+  process.removeListener('SIGTERM', removePendingRoutesAndExit);
+  if (!ok) process.exitCode = 1;
+}
+
 async function down(): Promise<void> {
   const w = world();
   const t0 = Date.now();
@@ -287,7 +564,7 @@ async function down(): Promise<void> {
   if (problems.length > 0 || left.length > 0) process.exitCode = 1;
 }
 
-const USAGE = `usage: scripts/lab up | status [--json] | exec HOST|CONTAINER -- CMD… | netwall -- ARGS… | down
+const USAGE = `usage: scripts/lab up | status [--json] | check [--json] | exec HOST|CONTAINER -- CMD… | netwall -- ARGS… | down
 hosts: ${HOST_NAMES.join(', ')}; containers after up: ${DEMO_CONTAINERS.map((c) => c.name).join(', ')}`;
 
 async function main(args: string[]): Promise<void> {
@@ -305,6 +582,8 @@ async function main(args: string[]): Promise<void> {
     }
     case 'netwall':
       return netwallCmd(afterDashes(rest));
+    case 'check':
+      return check(rest.includes('--json'));
     case 'down':
       return down();
     default:
