@@ -76,6 +76,15 @@ export interface TokenRow {
 
 type SpecKind = 'policies' | 'exposures' | 'egress_rules';
 
+interface WriteOutcome<T> {
+  result: T;
+  hosts?: Iterable<number>;
+  tenants?: Iterable<number>;
+  detail?: unknown;
+  /** Runs once the change is in (inside the shared transaction, after its savepoint). */
+  after?: () => void;
+}
+
 export class Store {
   readonly pool;
   private readonly compiled = new Map<number, { revision: number; tenant: CompiledTenant }>();
@@ -89,6 +98,8 @@ export class Store {
   ) {
     this.pool = validateIpamConfig(ipam);
     this.tx = db.transaction((fn: () => void) => fn());
+    const nested = db.transaction((fn: () => unknown) => fn());
+    this.savepoint = <R>(fn: () => R): R => nested(fn) as R;
   }
 
   private readonly statements = new Map<string, Database.Statement>();
@@ -96,6 +107,10 @@ export class Store {
   private readonly cursors = new Map<string, string>();
   /** One transaction wrapper, so BEGIN/COMMIT are prepared once, not per write. */
   private readonly tx: Database.Transaction<(fn: () => void) => void>;
+  /** Called inside `tx`, the same wrapper is a SAVEPOINT. */
+  private readonly savepoint: <R>(fn: () => R) => R;
+  private readonly queue: { run: () => { value: unknown; hosts: number[] }; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  private flushScheduled = false;
 
   /** A prepared statement, compiled once per SQL text. */
   private sql(text: string): Database.Statement {
@@ -109,29 +124,81 @@ export class Store {
   }
 
   /**
-   * Run `fn` in a write transaction. `fn` returns its result and the hosts it
-   * affects; they get the new revision as their version, and waiters are woken
-   * after commit.
+   * Run `fn` as one change. `fn` returns its result, the hosts and tenants it
+   * affects (they get the new revision as their version, and waiters are
+   * woken after commit), the audit detail, and `after`, run once the change
+   * is in (it keeps in-memory caches in step).
+   *
+   * Group commit: changes arriving together share one IMMEDIATE transaction,
+   * each inside its own savepoint — one change failing rolls back only
+   * itself — and every caller hears back only after the shared COMMIT, so an
+   * acknowledged change is durable and a crash loses none of them.
    */
-  private write<T>(actor: Actor, action: string, target: string, fn: () => { result: T; hosts?: Iterable<number>; tenants?: Iterable<number>; detail?: unknown }): T {
-    let changed: number[] = [];
-    let result!: T;
-    this.tx.immediate(() => {
-        const out = fn();
-        const hosts = [...new Set(out.hosts ?? [])];
-        const tenants = [...new Set(out.tenants ?? [])];
-        if (hosts.length || tenants.length) {
-          const rev = Number(this.sql(`UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision' RETURNING value`).pluck().get());
-          // One statement each, however many hosts a change touches.
-          this.sql('UPDATE hosts SET version = ? WHERE id IN (SELECT value FROM json_each(?))').run(rev, JSON.stringify(hosts));
-          this.sql('UPDATE tenants SET revision = ? WHERE id IN (SELECT value FROM json_each(?))').run(rev, JSON.stringify(tenants));
+  private write<T>(actor: Actor, action: string, target: string, fn: () => WriteOutcome<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ run: () => this.applyOne(actor, action, target, fn), resolve: resolve as (v: unknown) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private applyOne<T>(actor: Actor, action: string, target: string, fn: () => WriteOutcome<T>): { value: T; hosts: number[] } {
+    const out = this.savepoint(() => {
+      const o = fn();
+      const hosts = [...new Set(o.hosts ?? [])];
+      const tenants = [...new Set(o.tenants ?? [])];
+      if (hosts.length || tenants.length) {
+        const rev = Number(this.sql(`UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision' RETURNING value`).pluck().get());
+        // One statement each, however many hosts a change touches.
+        this.sql('UPDATE hosts SET version = ? WHERE id IN (SELECT value FROM json_each(?))').run(rev, JSON.stringify(hosts));
+        this.sql('UPDATE tenants SET revision = ? WHERE id IN (SELECT value FROM json_each(?))').run(rev, JSON.stringify(tenants));
+      }
+      this.sql('INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)').run(
+        this.iso(),
+        actor.id,
+        action,
+        target,
+        o.detail === undefined ? null : JSON.stringify(o.detail),
+      );
+      return { o, hosts };
+    });
+    out.o.after?.();
+    return { value: out.o.result, hosts: out.hosts };
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queue.splice(0);
+    const outcomes: ({ ok: true; value: unknown; hosts: number[] } | { ok: false; error: unknown })[] = [];
+    try {
+      this.tx.immediate(() => {
+        for (const item of batch) {
+          try {
+            outcomes.push({ ok: true, ...item.run() });
+          } catch (error) {
+            outcomes.push({ ok: false, error });
+          }
         }
-        this.sql('INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)').run(this.iso(), actor.id, action, target, out.detail === undefined ? null : JSON.stringify(out.detail));
-        changed = hosts;
-        result = out.result;
       });
-    if (changed.length) this.onHostsChanged(changed);
-    return result;
+    } catch (error) {
+      // The commit itself failed: nothing of the batch is in; caches may hold some of it.
+      this.compiled.clear();
+      this.cursors.clear();
+      for (const item of batch) item.reject(error);
+      return;
+    }
+    const changed = new Set<number>();
+    outcomes.forEach((o, i) => {
+      if (o.ok) {
+        for (const h of o.hosts) changed.add(h);
+        batch[i]!.resolve(o.value);
+      } else {
+        batch[i]!.reject(o.error);
+      }
+    });
+    if (changed.size) this.onHostsChanged([...changed]);
   }
 
   revision(): number {
@@ -154,7 +221,7 @@ export class Store {
     return row;
   }
 
-  createTenant(actor: Actor, name: string, prefixLength?: number): TenantRow {
+  createTenant(actor: Actor, name: string, prefixLength?: number): Promise<TenantRow> {
     return this.write(actor, 'tenant.create', name, () => {
       if (this.sql('SELECT 1 FROM tenants WHERE name = ?').get(name)) throw new ConflictError(`tenant "${name}" already exists`);
       const taken = this.sql('SELECT subnet FROM tenants').pluck().all() as string[];
@@ -166,8 +233,8 @@ export class Store {
     });
   }
 
-  deleteTenant(actor: Actor, name: string, force: boolean): void {
-    this.write(actor, 'tenant.delete', name, () => {
+  deleteTenant(actor: Actor, name: string, force: boolean): Promise<void> {
+    return this.write(actor, 'tenant.delete', name, () => {
       const t = this.tenant(name);
       const n = this.sql('SELECT COUNT(*) FROM workloads WHERE tenant_id = ?').pluck().get(t.id) as number;
       if (n > 0 && !force) throw new ConflictError(`tenant "${name}" still has ${n} workload(s); delete them or pass force=true`);
@@ -184,7 +251,7 @@ export class Store {
 
   // ------------------------------------------------------------------ tokens
 
-  createTenantToken(actor: Actor, tenant: string, name: string, hash: string, expiresAt: string | null): TenantRow {
+  createTenantToken(actor: Actor, tenant: string, name: string, hash: string, expiresAt: string | null): Promise<TenantRow> {
     return this.write(actor, 'token.create', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       this.db
@@ -194,8 +261,8 @@ export class Store {
     });
   }
 
-  createEnrollmentToken(actor: Actor, kind: HostKind, name: string, hash: string, expiresAt: string): void {
-    this.write(actor, 'enrollment-token.create', `${kind}/${name}`, () => {
+  createEnrollmentToken(actor: Actor, kind: HostKind, name: string, hash: string, expiresAt: string): Promise<void> {
+    return this.write(actor, 'enrollment-token.create', `${kind}/${name}`, () => {
       if (this.sql('SELECT 1 FROM hosts WHERE name = ?').get(name)) throw new ConflictError(`a host named "${name}" is already enrolled`);
       this.db
         .prepare(`INSERT INTO tokens (hash, kind, host_kind, name, expires_at, created_at) VALUES (?, 'enroll', ?, ?, ?, ?)`)
@@ -215,7 +282,7 @@ export class Store {
 
   // ------------------------------------------------------------------ hosts
 
-  enroll(input: { tokenHash: string; name: string; kind?: HostKind; identityKey: string; endpointHost: string | null; portBase: number | null; mgmtAddress: string | null; publicAddress: string | null }): HostRow {
+  enroll(input: { tokenHash: string; name: string; kind?: HostKind; identityKey: string; endpointHost: string | null; portBase: number | null; mgmtAddress: string | null; publicAddress: string | null }): Promise<HostRow> {
     return this.write({ id: `enroll:${input.name}` }, 'host.enroll', input.name, () => {
       const token = this.sql(`SELECT * FROM tokens WHERE hash = ? AND kind = 'enroll'`).get(input.tokenHash) as TokenRow | undefined;
       if (!token || token.used_at !== null || (token.expires_at !== null && Date.parse(token.expires_at) <= this.now())) {
@@ -258,8 +325,8 @@ export class Store {
     return this.sql('SELECT * FROM hosts WHERE name = ?').get(name) as HostRow | undefined;
   }
 
-  deleteHost(actor: Actor, name: string, kind: HostKind): void {
-    this.write(actor, `${kind}.delete`, name, () => {
+  deleteHost(actor: Actor, name: string, kind: HostKind): Promise<void> {
+    return this.write(actor, `${kind}.delete`, name, () => {
       const h = this.host(name, kind);
       const refs = this.db
         .prepare(
@@ -298,8 +365,8 @@ export class Store {
       .all(hostId) as { tenant: string; slice: string; address: string; listenPort: number; publicKey: string | null }[];
   }
 
-  registerKey(host: HostRow, tenant: string, publicKey: string): void {
-    this.write({ id: `host:${host.name}` }, 'key.register', `${tenant}/${host.name}`, () => {
+  registerKey(host: HostRow, tenant: string, publicKey: string): Promise<void> {
+    return this.write({ id: `host:${host.name}` }, 'key.register', `${tenant}/${host.name}`, () => {
       const t = this.tenant(tenant);
       const m = this.sql('SELECT public_key FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, host.id) as { public_key: string | null } | undefined;
       if (!m) throw new NotFoundError(`${host.kind} "${host.name}" is not a member of tenant "${tenant}"`);
@@ -369,9 +436,8 @@ export class Store {
    * existing workload of that name on that node is returned unchanged (the
    * CNI path retries ADD).
    */
-  createWorkload(actor: Actor, tenant: string, name: string, node: string, labels: Labels, idempotent = false): { workload: WorkloadView; created: boolean } {
-    let patch: (() => void) | undefined;
-    const out = this.write<{ workload: WorkloadView; created: boolean }>(actor, 'workload.create', `${tenant}/${name}`, () => {
+  createWorkload(actor: Actor, tenant: string, name: string, node: string, labels: Labels, idempotent = false): Promise<{ workload: WorkloadView; created: boolean }> {
+    return this.write<{ workload: WorkloadView; created: boolean }>(actor, 'workload.create', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       const h = this.host(node, 'node');
       const existing = this.sql('SELECT w.*, ? AS node FROM workloads w WHERE tenant_id = ? AND name = ?').get(node, t.id, name) as (WorkloadRow & { node: string }) | undefined;
@@ -400,19 +466,16 @@ export class Store {
       const workload: WorkloadView = { name, tenant, node, address, labels, createdAt };
       // Only after commit: a rolled-back allocation must not move the cursor.
       const advance = () => this.cursors.set(cursor, address);
-      patch = () => {
+      const after = () => {
         advance();
         if (!newMember) this.patchCompiled(t.id, withWorkload(before, model, 'add'));
       };
-      return { result: { workload, created: true }, hosts, tenants: [t.id], detail: { node, address, labels } };
+      return { result: { workload, created: true }, hosts, tenants: [t.id], detail: { node, address, labels }, after };
     });
-    patch?.();
-    return out;
   }
 
-  deleteWorkload(actor: Actor, tenant: string, name: string, onlyNode?: HostRow): boolean {
-    let patch: (() => void) | undefined;
-    const out = this.write(actor, 'workload.delete', `${tenant}/${name}`, () => {
+  deleteWorkload(actor: Actor, tenant: string, name: string, onlyNode?: HostRow): Promise<boolean> {
+    return this.write(actor, 'workload.delete', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       const r = this.sql(`SELECT w.*, h.name AS node FROM workloads w JOIN hosts h ON h.id = w.host_id WHERE w.tenant_id = ? AND w.name = ?`).get(t.id, name) as
         | (WorkloadRow & { node: string })
@@ -429,11 +492,9 @@ export class Store {
         .run(t.id, r.address, this.now());
       const model: WorkloadModel = { name, node: r.node, address: r.address, labels: JSON.parse(r.labels) as Labels };
       const hosts = this.hostIds(hostsAffectedByWorkload(before, model));
-      patch = () => this.patchCompiled(t.id, withWorkload(before, model, 'remove'));
-      return { result: true, hosts, tenants: [t.id], detail: { node: r.node, address: r.address } };
+      const after = () => this.patchCompiled(t.id, withWorkload(before, model, 'remove'));
+      return { result: true, hosts, tenants: [t.id], detail: { node: r.node, address: r.address }, after };
     });
-    patch?.();
-    return out;
   }
 
   private hostIds(names: Iterable<string>): number[] {
@@ -446,7 +507,7 @@ export class Store {
    * that key to the exposure, and the exposure's gateways learn the key.
    * Registering the same key again renews the grant.
    */
-  registerRouterKey(host: HostRow, tenant: string, exposure: string, workload: string, publicKey: string, issue: (grant: RouterGrant) => RouterCredential, validDays = 30): RouterCredential {
+  registerRouterKey(host: HostRow, tenant: string, exposure: string, workload: string, publicKey: string, issue: (grant: RouterGrant) => RouterCredential, validDays = 30): Promise<RouterCredential> {
     return this.write({ id: `host:${host.name}` }, 'router-key.register', `${tenant}/${exposure}/${workload}`, () => {
       const t = this.tenant(tenant);
       const e = this.sql('SELECT id, spec FROM exposures WHERE tenant_id = ? AND name = ?').get(t.id, exposure) as { id: number; spec: string } | undefined;
@@ -489,7 +550,7 @@ export class Store {
     return { name: r.name, spec: JSON.parse(r.spec) as T, updatedAt: r.updated_at };
   }
 
-  putPolicy(actor: Actor, tenant: string, name: string, spec: PolicySpec): { created: boolean } {
+  putPolicy(actor: Actor, tenant: string, name: string, spec: PolicySpec): Promise<{ created: boolean }> {
     return this.write(actor, 'policy.put', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       const created = this.upsertSpec('policies', t, name, spec);
@@ -497,7 +558,7 @@ export class Store {
     });
   }
 
-  putExposure(actor: Actor, tenant: string, name: string, spec: ExposureSpec): { created: boolean } {
+  putExposure(actor: Actor, tenant: string, name: string, spec: ExposureSpec): Promise<{ created: boolean }> {
     return this.write(actor, 'exposure.put', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       const gateways = spec.gateways.map((g) => this.gatewayFor(g, 'gateways'));
@@ -528,7 +589,7 @@ export class Store {
     });
   }
 
-  putEgress(actor: Actor, tenant: string, name: string, spec: EgressSpec): { created: boolean } {
+  putEgress(actor: Actor, tenant: string, name: string, spec: EgressSpec): Promise<{ created: boolean }> {
     return this.write(actor, 'egress.put', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       const gateways = spec.gateways.map((g) => this.gatewayFor(g, 'gateways'));
@@ -549,8 +610,8 @@ export class Store {
     });
   }
 
-  deleteSpec(actor: Actor, kind: SpecKind, tenant: string, name: string): void {
-    this.write(actor, `${singular(kind)}.delete`, `${tenant}/${name}`, () => {
+  deleteSpec(actor: Actor, kind: SpecKind, tenant: string, name: string): Promise<void> {
+    return this.write(actor, `${singular(kind)}.delete`, `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       const info = this.sql(`DELETE FROM ${kind} WHERE tenant_id = ? AND name = ?`).run(t.id, name);
       if (info.changes === 0) throw new NotFoundError(`${singular(kind)} "${name}" does not exist in tenant "${tenant}"`);

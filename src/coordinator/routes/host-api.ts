@@ -38,7 +38,7 @@ export async function hostApiRoutes(app: FastifyInstance): Promise<void> {
       `${base}/tenants/:tenant/key`,
       { config: { access: kind }, schema: { params: params.hostTenant, body: bodies.registerKey } },
       async (req) => {
-        store.registerKey(self(req), req.params.tenant, req.body.publicKey);
+        await store.registerKey(self(req), req.params.tenant, req.body.publicKey);
         return { tenant: req.params.tenant, publicKey: req.body.publicKey };
       },
     );
@@ -58,7 +58,7 @@ export async function hostApiRoutes(app: FastifyInstance): Promise<void> {
     { config: { access: 'node' }, schema: { params: params.host, body: bodies.createNodeWorkload } },
     async (req, reply) => {
       const host = self(req);
-      const { workload, created } = store.createWorkload(actorOf(req.principal), req.body.tenant, req.body.name, host.name, req.body.labels ?? {}, true);
+      const { workload, created } = await store.createWorkload(actorOf(req.principal), req.body.tenant, req.body.name, host.name, req.body.labels ?? {}, true);
       if (created) metrics.inc('netwall_workload_allocations_total');
       return reply.status(created ? 201 : 200).send(workload);
     },
@@ -69,7 +69,7 @@ export async function hostApiRoutes(app: FastifyInstance): Promise<void> {
     { config: { access: 'node' }, schema: { params: params.hostRouterKey, body: bodies.registerKey } },
     async (req) => {
       const { tenant, exposure, workload } = req.params;
-      const credential = store.registerRouterKey(self(req), tenant, exposure, workload, req.body.publicKey, (grant) => signGrant(grant, signingKey.secretKey));
+      const credential = await store.registerRouterKey(self(req), tenant, exposure, workload, req.body.publicKey, (grant) => signGrant(grant, signingKey.secretKey));
       return { tenant, exposure, workload, publicKey: req.body.publicKey, credential };
     },
   );
@@ -79,7 +79,7 @@ export async function hostApiRoutes(app: FastifyInstance): Promise<void> {
     { config: { access: 'node' }, schema: { params: params.hostWorkload } },
     async (req, reply) => {
       const host = self(req);
-      store.deleteWorkload(actorOf(req.principal), req.params.tenant, req.params.workload, host);
+      await store.deleteWorkload(actorOf(req.principal), req.params.tenant, req.params.workload, host);
       return reply.status(204).send();
     },
   );

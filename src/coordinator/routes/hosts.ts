@@ -38,7 +38,7 @@ export async function hostRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply) => {
       const token = generateToken('enroll');
       const expiresAt = new Date(now() + (req.body.ttlSeconds ?? 3600) * 1000).toISOString();
-      store.createEnrollmentToken(actorOf(req.principal), req.body.kind, req.body.name, hashToken(token), expiresAt);
+      await store.createEnrollmentToken(actorOf(req.principal), req.body.kind, req.body.name, hashToken(token), expiresAt);
       return reply.status(201).send({ token, kind: req.body.kind, name: req.body.name, expiresAt });
     },
   );
@@ -62,7 +62,7 @@ export async function hostRoutes(app: FastifyInstance): Promise<void> {
         const v = b[field];
         if (v !== undefined && !isIpv4(v)) throw new ValidationError(`${field}: "${v}" is not an IPv4 address`, field);
       }
-      const host = store.enroll({
+      const host = await store.enroll({
         tokenHash: hashToken(b.token),
         name: b.name,
         ...(b.kind ? { kind: b.kind } : {}),
@@ -85,7 +85,7 @@ export async function hostRoutes(app: FastifyInstance): Promise<void> {
       async (req) => hostView(store, store.host(req.params.name, kind)),
     );
     app.delete<{ Params: { name: string } }>(`/v1/${plural}/:name`, { config: { access: 'admin' }, schema: { params: params.host, security } }, async (req, reply) => {
-      store.deleteHost(actorOf(req.principal), req.params.name, kind);
+      await store.deleteHost(actorOf(req.principal), req.params.name, kind);
       return reply.status(204).send();
     });
   }

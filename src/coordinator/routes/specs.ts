@@ -12,7 +12,7 @@ interface SpecResource {
   table: 'policies' | 'exposures' | 'egress_rules';
   listKey: string;
   schema: object;
-  put: (store: Store, actor: { id: string }, tenant: string, name: string, body: never) => { created: boolean };
+  put: (store: Store, actor: { id: string }, tenant: string, name: string, body: never) => Promise<{ created: boolean }>;
 }
 
 const resources: SpecResource[] = [
@@ -50,7 +50,7 @@ export async function specRoutes(app: FastifyInstance): Promise<void> {
       one,
       { config: { access: 'tenant' }, schema: { params: params.tenantName, body: r.schema, security } },
       async (req, reply) => {
-        const { created } = r.put(store, actorOf(req.principal), req.params.tenant, req.params.name, req.body as never);
+        const { created } = await r.put(store, actorOf(req.principal), req.params.tenant, req.params.name, req.body as never);
         return reply.status(created ? 201 : 200).send(view(req.params.tenant, store.getSpec(r.table, req.params.tenant, req.params.name)));
       },
     );
@@ -58,7 +58,7 @@ export async function specRoutes(app: FastifyInstance): Promise<void> {
       view(req.params.tenant, store.getSpec(r.table, req.params.tenant, req.params.name)),
     );
     app.delete<{ Params: { tenant: string; name: string } }>(one, { config: { access: 'tenant' }, schema: { params: params.tenantName, security } }, async (req, reply) => {
-      store.deleteSpec(actorOf(req.principal), r.table, req.params.tenant, req.params.name);
+      await store.deleteSpec(actorOf(req.principal), r.table, req.params.tenant, req.params.name);
       return reply.status(204).send();
     });
     app.get<{ Params: { tenant: string } }>(`/v1/tenants/:tenant/${r.path}`, { config: { access: 'tenant' }, schema: { params: params.tenant, security } }, async (req) => ({

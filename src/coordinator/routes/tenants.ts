@@ -13,7 +13,7 @@ export async function tenantRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: { name: string; prefixLength?: number } }>(
     '/v1/tenants',
     { config: { access: 'admin' }, schema: { body: bodies.createTenant, response: { 201: answers.tenant, '4xx': errorBody }, security } },
-    async (req, reply) => reply.status(201).send(view(store.createTenant(actorOf(req.principal), req.body.name, req.body.prefixLength))),
+    async (req, reply) => reply.status(201).send(view(await store.createTenant(actorOf(req.principal), req.body.name, req.body.prefixLength))),
   );
 
   app.get('/v1/tenants', { config: { access: 'admin' }, schema: { security } }, async () => ({ tenants: store.listTenants().map(view) }));
@@ -28,7 +28,7 @@ export async function tenantRoutes(app: FastifyInstance): Promise<void> {
     '/v1/tenants/:tenant',
     { config: { access: 'admin' }, schema: { params: params.tenant, querystring: queries.force, security } },
     async (req, reply) => {
-      store.deleteTenant(actorOf(req.principal), req.params.tenant, req.query.force === 'true');
+      await store.deleteTenant(actorOf(req.principal), req.params.tenant, req.query.force === 'true');
       return reply.status(204).send();
     },
   );
@@ -47,7 +47,7 @@ export async function tenantRoutes(app: FastifyInstance): Promise<void> {
       const token = generateToken('tenant');
       const name = req.body?.name ?? 'default';
       const expiresAt = req.body?.ttlSeconds ? new Date(now() + req.body.ttlSeconds * 1000).toISOString() : null;
-      store.createTenantToken(actorOf(req.principal), req.params.tenant, name, hashToken(token), expiresAt);
+      await store.createTenantToken(actorOf(req.principal), req.params.tenant, name, hashToken(token), expiresAt);
       return reply.status(201).send({ token, name, tenant: req.params.tenant, expiresAt });
     },
   );

@@ -12,7 +12,7 @@ export async function workloadRoutes(app: FastifyInstance): Promise<void> {
     '/v1/tenants/:tenant/workloads',
     { config: { access: 'tenant' }, schema: { params: params.tenant, body: bodies.createWorkload, response: { 201: answers.workload }, security } },
     async (req, reply) => {
-      const { workload } = store.createWorkload(actorOf(req.principal), req.params.tenant, req.body.name, req.body.node, req.body.labels ?? {});
+      const { workload } = await store.createWorkload(actorOf(req.principal), req.params.tenant, req.body.name, req.body.node, req.body.labels ?? {});
       metrics.inc('netwall_workload_allocations_total');
       return reply.status(201).send(workload);
     },
@@ -32,7 +32,7 @@ export async function workloadRoutes(app: FastifyInstance): Promise<void> {
     '/v1/tenants/:tenant/workloads/:name',
     { config: { access: 'tenant' }, schema: { params: params.tenantName, security } },
     async (req, reply) => {
-      store.deleteWorkload(actorOf(req.principal), req.params.tenant, req.params.name);
+      await store.deleteWorkload(actorOf(req.principal), req.params.tenant, req.params.name);
       return reply.status(204).send();
     },
   );
