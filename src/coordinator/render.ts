@@ -227,7 +227,7 @@ export function withWorkload(c: CompiledTenant, w: WorkloadModel, op: 'add' | 'r
 
   const workloadsByNode = new Map(c.workloadsByNode);
   const local = c.workloadsByNode.get(w.node) ?? [];
-  const next = add ? [...local, { name: w.name, address: w.address, labels: w.labels }].sort(byName) : local.filter((x) => x.name !== w.name);
+  const next = add ? insertByName(local, { name: w.name, address: w.address, labels: w.labels }) : local.filter((x) => x.name !== w.name);
   if (next.length) workloadsByNode.set(w.node, next);
   else workloadsByNode.delete(w.node);
 
@@ -324,6 +324,18 @@ export function hostsAffectedByWorkload(t: CompiledTenant, w: WorkloadModel): Se
     if (matchesSelector(e.spec.target.selector, w.labels)) for (const g of e.spec.gateways) affected.add(g);
   }
   return affected;
+}
+
+/** A copy of `xs` (sorted by name) with `x` in its place: no re-sort per change. */
+function insertByName<T extends { name: string }>(xs: readonly T[], x: T): T[] {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid]!.name < x.name) lo = mid + 1;
+    else hi = mid;
+  }
+  return [...xs.slice(0, lo), x, ...xs.slice(lo)];
 }
 
 function insertSorted(xs: string[], x: string): string[] {

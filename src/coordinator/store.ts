@@ -111,6 +111,7 @@ export class Store {
   private readonly savepoint: <R>(fn: () => R) => R;
   private readonly queue: { run: () => { value: unknown; hosts: number[] }; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
   private flushScheduled = false;
+  private hostIdCache: Map<string, number> | null = null;
 
   /** A prepared statement, compiled once per SQL text. */
   private sql(text: string): Database.Statement {
@@ -186,6 +187,7 @@ export class Store {
       // The commit itself failed: nothing of the batch is in; caches may hold some of it.
       this.compiled.clear();
       this.cursors.clear();
+      this.hostIdCache = null;
       for (const item of batch) item.reject(error);
       return;
     }
@@ -302,6 +304,7 @@ export class Store {
         )
         .run(input.name, token.host_kind, input.identityKey, input.endpointHost, input.portBase ?? 51820, input.mgmtAddress, input.publicAddress, this.iso(), this.iso());
       const host = this.host(input.name);
+      this.hostIdCache = null;
       // Give it a first document (version > 0) so its long-poll returns at once.
       return { result: host, hosts: [host.id], detail: { kind: token.host_kind, endpoint: input.endpointHost } };
     });
@@ -340,6 +343,7 @@ export class Store {
       const affected = tenants.flatMap((t) => this.memberHostIds(t)).filter((id) => id !== h.id);
       const workloads = this.sql('SELECT COUNT(*) FROM workloads WHERE host_id = ?').pluck().get(h.id) as number;
       this.sql('DELETE FROM hosts WHERE id = ?').run(h.id);
+      this.hostIdCache = null;
       return { result: undefined, hosts: affected, tenants, detail: { workloads } };
     });
   }
@@ -497,9 +501,19 @@ export class Store {
     });
   }
 
+  /** Host ids by name, from memory: hosts change rarely (enroll, delete), workloads often. */
   private hostIds(names: Iterable<string>): number[] {
-    return this.sql('SELECT id FROM hosts WHERE name IN (SELECT value FROM json_each(?))').pluck().all(JSON.stringify([...names])) as number[];
+    if (!this.hostIdCache) {
+      this.hostIdCache = new Map((this.sql('SELECT name, id FROM hosts').all() as { name: string; id: number }[]).map((r) => [r.name, r.id]));
+    }
+    const ids: number[] = [];
+    for (const n of names) {
+      const id = this.hostIdCache.get(n);
+      if (id !== undefined) ids.push(id);
+    }
+    return ids;
   }
+
 
   /**
    * A node registers the router-client key of one of its tunnel-mode entry
