@@ -236,7 +236,7 @@ async function frozenPath(t: ExecutionContext, side: 'gateway' | 'client') {
 
 test('a dead router client is detected by the gateway PING timeout', async (t) => {
   const { gw, thaw } = await frozenPath(t, 'gateway');
-  await waitFor(() => gw.server.stats().pingTimeouts >= 1, 3000, 'gateway ping timeout');
+  await waitFor(() => gw.server.stats().pingTimeouts >= 1, 10_000, 'gateway ping timeout');
   t.is(gw.server.liveCount('acme', 'web'), 0);
   await thaw();
 });
