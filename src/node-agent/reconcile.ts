@@ -3,7 +3,15 @@
  * → apply (adds and updates before deletes, keep going on errors) → the caller
  * may observe again. The agent's memory holds only what the kernel cannot tell
  * us: the pids of the wireguard-go children and the kernel's own rendering of
- * the firewall we last applied (for drift detection).
+ * the firewall we last applied (for drift detection), with the set members we
+ * applied since.
+ *
+ * Firewall cadence: the table is listed (the full drift check) on every tick,
+ * except a tick whose only firewall change is set members (workloads coming or
+ * going) while the last check is younger than FAST_PATH_MAX_UNVERIFIED_MS:
+ * that tick sends the element delta alone, whose create/delete preconditions
+ * verify the members it touches; the next tick lists again.
+ * `firewall.verifySeconds` spaces the checks of idle ticks further apart.
  *
  * Container veths and their /32 routes belong to the CNI/attach code; this
  * module only reads their names (names.ts) into the firewall and never touches
@@ -15,14 +23,18 @@ import { writeFileAtomic } from '../shared/fsutil.js';
 import type { ChangeLogger, Runner } from '../shared/runner.js';
 import {
   applyFirewallChange,
+  elementDeltas,
   observeFirewall,
+  packetsOf,
   planFirewall,
   readDropCounters,
   renderFirewall,
+  validMemory,
   type FirewallChange,
   type FirewallMemory,
   type FirewallOptions,
   type ObservedFirewall,
+  type RenderedFirewall,
 } from './nftables.js';
 import { applyRouteChange, desiredRouting, observeRouting, planRoutes, type RouteChange, type RoutingState } from './routes.js';
 import { applySysctlChange, observeSysctls, planSysctls, type SysctlChange } from './sysctl.js';
@@ -53,15 +65,47 @@ export interface PlanInput {
   keyFor: (tenant: string) => TenantKey;
   firewall?: FirewallOptions;
   firewallMemory: FirewallMemory | null;
+  /** The document's rendered firewall, when the caller has it already. */
+  rendered?: RenderedFirewall;
+  /** The firewall's part of the plan, when the caller has it already. */
+  firewallChanges?: FirewallChange[];
 }
 
-export async function observe(runner: Runner): Promise<Observed> {
+/** `listFirewall: false` skips listing the table (the element fast path); the default lists it. */
+export async function observe(runner: Runner, options: { listFirewall?: boolean } = {}): Promise<Observed> {
   return {
     sysctls: await observeSysctls(runner),
     wireguard: await observeWireguard(runner),
     routing: await observeRouting(runner),
-    firewall: await observeFirewall(runner),
+    firewall: options.listFirewall === false ? { table: undefined } : await observeFirewall(runner),
   };
+}
+
+/** How long the element fast path may go without listing the table. */
+export const FAST_PATH_MAX_UNVERIFIED_MS = 30_000;
+
+/** What the reconciler keeps about the firewall between ticks. */
+export interface FirewallState {
+  current: FirewallMemory | null;
+  /** When a listing last matched the memory (or followed our replace); unset: never in this process. */
+  verifiedAt?: number;
+  /** Counter values from the last listing, for status reports. */
+  counters?: { at: number; packets: Record<string, number> };
+}
+
+/**
+ * Must this tick list the table? Yes, unless the memory is usable, the
+ * structure is unchanged and either (a) only set members changed and the last
+ * check is younger than FAST_PATH_MAX_UNVERIFIED_MS (and verifySeconds), or
+ * (b) nothing changed and the last check is younger than verifySeconds.
+ */
+export function firewallListingDue(rendered: RenderedFirewall, state: FirewallState, now: number, verifySeconds = 0): boolean {
+  const memory = state.current;
+  if (!validMemory(memory) || memory.hash !== rendered.hash || state.verifiedAt === undefined) return true;
+  const deltas = elementDeltas(rendered, memory.elements);
+  if (deltas === null) return true;
+  const age = now - state.verifiedAt;
+  return age >= (deltas.length > 0 ? Math.max(verifySeconds * 1000, FAST_PATH_MAX_UNVERIFIED_MS) : verifySeconds * 1000);
 }
 
 /**
@@ -75,7 +119,7 @@ export function plan(desired: DesiredState, observed: Observed, input: PlanInput
   const gone = new Set(wgChanges.filter((c) => c.kind === 'link-del').map((c) => c.iface));
   return orderChanges([
     ...planSysctls(observed.sysctls),
-    ...planFirewall(renderFirewall(desired, input.firewall), observed.firewall, input.firewallMemory),
+    ...(input.firewallChanges ?? planFirewall(input.rendered ?? renderFirewall(desired, input.firewall), observed.firewall, input.firewallMemory)),
     ...wgChanges,
     ...planRoutes(desiredRouting(desired), observed.routing, gone),
   ]);
@@ -93,6 +137,8 @@ export function describeChange(c: Change): string {
       return `sysctl ${c.key}: ${c.old ?? '?'} → ${c.new}`;
     case 'firewall-replace':
       return `firewall: replace table (${c.reason})`;
+    case 'firewall-elements':
+      return `firewall: set members ${c.sets.map((d) => `${d.set} +${d.add.length} -${d.delete.length}`).join(', ')}`;
     case 'route-set':
     case 'route-del':
       return `${c.kind} ${(c.new ?? c.old).dst} dev ${(c.new ?? c.old).dev} table ${(c.new ?? c.old).table}`;
@@ -112,8 +158,12 @@ export interface ApplyDeps {
   runner: Runner;
   log: ChangeLogger;
   links: WireguardLinks;
-  /** Receives the firewall memory after a successful replace. */
-  onFirewallApplied: (memory: FirewallMemory) => void;
+  /** Receives the firewall memory after a successful replace or element delta. */
+  onFirewallApplied: (memory: FirewallMemory, change: FirewallChange) => void;
+  /** The memory the firewall change was planned from (an element delta builds on it). */
+  firewallMemory?: () => FirewallMemory | null;
+  /** Receives the time each firewall change took to apply. */
+  onFirewallMs?: (ms: number) => void;
 }
 
 const ifaceOf = (c: Change): string | undefined => ('iface' in c ? c.iface : undefined);
@@ -137,8 +187,15 @@ export async function apply(changes: readonly Change[], deps: ApplyDeps): Promis
           await applySysctlChange(c, deps.runner, deps.log);
           break;
         case 'firewall-replace':
-          deps.onFirewallApplied(await applyFirewallChange(c, deps.runner, deps.log));
+        case 'firewall-elements': {
+          const t0 = performance.now();
+          try {
+            deps.onFirewallApplied(await applyFirewallChange(c, deps.runner, deps.log, deps.firewallMemory?.() ?? null), c);
+          } finally {
+            deps.onFirewallMs?.(performance.now() - t0);
+          }
           break;
+        }
         case 'route-set':
         case 'route-del':
         case 'rule-add':
@@ -165,8 +222,10 @@ export interface ReconcileDeps {
   readPublicKey?: (privateKeyFile: string) => string;
   links: WireguardLinks;
   firewall?: FirewallOptions;
-  /** Read and written: the kernel's rendering of the last firewall we applied. */
-  firewallMemory: { current: FirewallMemory | null };
+  /** Read and written: the kernel's rendering of the last firewall we applied, and when it was last checked. */
+  firewallMemory: FirewallState;
+  /** Clock (ms), for tests. */
+  now?: () => number;
 }
 
 export interface ReconcileResult {
@@ -175,6 +234,8 @@ export interface ReconcileResult {
   errors: string[];
   /** Tenants whose local public key is not the one in the document: register these with the coordinator. */
   keysToRegister: { tenant: string; publicKey: string }[];
+  /** Time this tick spent on the firewall (render, listing, plan, apply), in ms; for benchmarks and logs. */
+  firewallMs: number;
 }
 
 function keyForFrom(deps: Pick<ReconcileDeps, 'keyFileFor' | 'readPublicKey'>): (tenant: string) => TenantKey {
@@ -188,19 +249,44 @@ function keyForFrom(deps: Pick<ReconcileDeps, 'keyFileFor' | 'readPublicKey'>): 
 /** observe → plan → apply. */
 export async function reconcile(desired: DesiredState, deps: ReconcileDeps): Promise<ReconcileResult> {
   const keyFor = keyForFrom(deps);
-  const observed = await observe(deps.runner);
-  const changes = plan(desired, observed, { keyFor, firewall: deps.firewall, firewallMemory: deps.firewallMemory.current });
+  const now = deps.now ?? Date.now;
+  const state = deps.firewallMemory;
+  let t0 = performance.now();
+  const rendered = renderFirewall(desired, deps.firewall);
+  const listFirewall = firewallListingDue(rendered, state, now(), deps.firewall?.verifySeconds ?? 0);
+  let firewallMs = performance.now() - t0;
+  const observed = await observe(deps.runner, { listFirewall: false });
+  if (listFirewall) {
+    t0 = performance.now();
+    observed.firewall = await observeFirewall(deps.runner);
+    firewallMs += performance.now() - t0;
+  }
+  t0 = performance.now();
+  const firewallChanges = planFirewall(rendered, observed.firewall, state.current);
+  firewallMs += performance.now() - t0;
+  const changes = plan(desired, observed, { keyFor, firewall: deps.firewall, firewallMemory: state.current, rendered, firewallChanges });
+  const live = observed.firewall.table;
+  if (live) {
+    state.counters = { at: now(), packets: packetsOf(live.counters) };
+    // Listed and not about to be replaced: the table is as we left it.
+    if (!changes.some((c) => c.kind === 'firewall-replace')) state.verifiedAt = now();
+  }
   const errors = await apply(changes, {
     runner: deps.runner,
     log: deps.log,
     links: deps.links,
-    onFirewallApplied: (m) => (deps.firewallMemory.current = m),
+    firewallMemory: () => state.current,
+    onFirewallApplied: (m, c) => {
+      state.current = m;
+      if (c.kind === 'firewall-replace') state.verifiedAt = now();
+    },
+    onFirewallMs: (ms) => (firewallMs += ms),
   });
   const keysToRegister = desired.tenants
     .map((t) => ({ tenant: t.tenant, publicKey: keyFor(t.tenant).publicKey, known: t.publicKey }))
     .filter((k) => k.publicKey !== k.known)
     .map(({ tenant, publicKey }) => ({ tenant, publicKey }));
-  return { changes, errors, keysToRegister };
+  return { changes, errors, keysToRegister, firewallMs };
 }
 
 export interface ReconcilerOptions {
@@ -222,6 +308,8 @@ export interface ReconcilerOptions {
    * replace it needlessly).
    */
   firewallMemoryFile?: string;
+  /** Clock (ms), for tests. */
+  now?: () => number;
 }
 
 /**
@@ -231,12 +319,14 @@ export interface ReconcilerOptions {
 export class Reconciler {
   readonly supervisor: WireguardGoSupervisor;
   private readonly links: WireguardLinks;
-  private readonly firewallMemory: { current: FirewallMemory | null } = { current: null };
+  private readonly firewallMemory: FirewallState = { current: null };
 
   constructor(private readonly options: ReconcilerOptions) {
     if (options.firewallMemoryFile && existsSync(options.firewallMemoryFile)) {
       try {
-        this.firewallMemory.current = JSON.parse(readFileSync(options.firewallMemoryFile, 'utf8')) as FirewallMemory;
+        const saved: unknown = JSON.parse(readFileSync(options.firewallMemoryFile, 'utf8'));
+        // An older format (no set members recorded) counts as no memory: the first reconcile replaces the table once.
+        this.firewallMemory.current = validMemory(saved) ? saved : null;
       } catch {
         // Unreadable: start without memory; the first reconcile replaces the table once.
       }
@@ -259,6 +349,7 @@ export class Reconciler {
       links: this.links,
       ...(this.options.firewall ? { firewall: this.options.firewall } : {}),
       firewallMemory: this.firewallMemory,
+      ...(this.options.now ? { now: this.options.now } : {}),
     };
   }
 
@@ -266,7 +357,11 @@ export class Reconciler {
     const before = this.firewallMemory.current;
     const result = await reconcile(doc, this.deps());
     const after = this.firewallMemory.current;
-    if (this.options.firewallMemoryFile && after && after !== before) writeFileAtomic(this.options.firewallMemoryFile, JSON.stringify(after), 0o600);
+    if (this.options.firewallMemoryFile && after && after !== before) {
+      const t0 = performance.now();
+      writeFileAtomic(this.options.firewallMemoryFile, JSON.stringify(after), 0o600);
+      result.firewallMs += performance.now() - t0;
+    }
     return result;
   }
 
@@ -284,7 +379,10 @@ export class Reconciler {
     return observe(this.options.runner);
   }
 
+  /** Drop counters; taken from this tick's listing when it is under a second old (no second dump of a large table). */
   dropCounters(): Promise<Record<string, number>> {
+    const c = this.firewallMemory.counters;
+    if (c && Date.now() - c.at <= 1000) return Promise.resolve({ ...c.packets });
     return readDropCounters(this.options.runner);
   }
 

@@ -34,6 +34,10 @@ export class FakeKernel implements Runner {
   readonly rules = new Set<string>(); // `priority|from|table`
   readonly sysctls = new Map<string, string>([['net.ipv4.ip_forward', '0']]);
   table: string | null = null;
+  /** Values of the named drop counters (reason → packets, bytes). */
+  readonly counters = new Map<string, { packets: number; bytes: number }>([['spoof', { packets: 3, bytes: 180 }]]);
+  /** Element transactions applied (`nft -f -` with create/delete element). */
+  elementTransactions = 0;
   /** Every command run, joined. */
   readonly log: string[] = [];
   /** `ip link add … type wireguard` fails (no kernel module). */
@@ -147,22 +151,53 @@ export class FakeKernel implements Runner {
       else if (!this.rules.delete(rk)) throw new KernelError('No such file or directory');
       return '';
     }
-    if (k === 'nft -s list table inet netwall') {
+    if (k === 'nft list table inet netwall') {
       if (this.table === null) throw new KernelError('No such file or directory');
-      return this.table;
+      // As nft 1.0 lists it: counter objects on three lines, with their values.
+      return this.table.replace(/\tcounter d_([a-z_]+) \{ \}/g, (_l, r: string) => {
+        const c = this.counters.get(r) ?? { packets: 0, bytes: 0 };
+        return `\tcounter d_${r} {\n\t\tpackets ${c.packets} bytes ${c.bytes}\n\t}`;
+      });
     }
     if (k === 'nft -j list counters table inet netwall') {
       if (this.table === null) throw new KernelError('No such file or directory');
-      return JSON.stringify({ nftables: [{ counter: { name: 'd_spoof', packets: 3, bytes: 180 } }] });
+      return JSON.stringify({ nftables: [...this.counters].map(([r, c]) => ({ counter: { name: `d_${r}`, ...c } })) });
     }
     if (k === 'nft -f -') {
-      const lines = (options.input ?? '').split('\n');
+      const input = options.input ?? '';
+      if (/^(create|delete) element /.test(input)) return this.elementTransaction(input);
+      const lines = input.split('\n');
       if (lines[0] !== 'table inet netwall {}' || lines[1] !== 'delete table inet netwall') throw new KernelError('unexpected transaction');
-      // The "kernel's rendering": our text without counter values.
-      this.table = lines.slice(2).join('\n').replace(/\{ packets \d+ bytes \d+ \}/g, '{ }');
+      this.counters.clear();
+      for (const m of input.matchAll(/\tcounter d_([a-z_]+) \{ packets (\d+) bytes (\d+) \}/g)) this.counters.set(m[1]!, { packets: Number(m[2]), bytes: Number(m[3]) });
+      // The "kernel's rendering": our text without counter values, set members in the kernel's own order.
+      this.table = canonicalSets(lines.slice(2).join('\n').replace(/\{ packets \d+ bytes \d+ \}/g, '{ }'));
       return '';
     }
     throw new Error(`FakeKernel: unexpected command: ${k}`);
+  }
+
+  /** `create element` / `delete element` lines, all or nothing, like one nft transaction. */
+  private elementTransaction(input: string): string {
+    if (this.table === null) throw new KernelError('No such file or directory');
+    let table = this.table;
+    for (const line of input.trim().split('\n')) {
+      const m = /^(create|delete) element inet netwall (\S+) \{ (.*) \}$/.exec(line);
+      if (!m) throw new KernelError(`syntax error: ${line}`);
+      const [, op, set, list] = m as unknown as [string, string, string, string];
+      const members = setMembers(table, set);
+      if (!members) throw new KernelError(`Could not process rule: No such file or directory: set ${set}`);
+      for (const e of list.split(', ')) {
+        if (op === 'create' && members.includes(e)) throw new KernelError('Could not process rule: File exists');
+        if (op === 'delete' && !members.includes(e)) throw new KernelError('Could not process rule: No such file or directory');
+        if (op === 'create') members.push(e);
+        else members.splice(members.indexOf(e), 1);
+      }
+      table = withSetMembers(table, set, members);
+    }
+    this.table = table;
+    this.elementTransactions++;
+    return '';
   }
 
   private ipLink(a: string[]): string {
@@ -234,3 +269,27 @@ function newLink(name: string, kind: string): FakeLink {
 }
 
 class KernelError extends Error {}
+
+const setBlockRe = (set: string): RegExp => new RegExp(`(\\tset ${set} \\{\\n\\t\\ttype [^\\n]*\\n(?:\\t\\t(?:flags|auto-merge)[^\\n]*\\n)*)(\\t\\telements = \\{ [^}]* \\}\\n)?(\\t\\})`);
+
+/** Members of a set in a table text, or null when there is no such set. */
+export function setMembers(table: string, set: string): string[] | null {
+  const m = setBlockRe(set).exec(table);
+  if (!m) return null;
+  const line = m[2];
+  return line ? line.trim().slice('elements = { '.length, -2).split(/,\s*/).filter((e) => e !== '') : [];
+}
+
+function withSetMembers(table: string, set: string, members: string[]): string {
+  const sorted = [...members].sort();
+  return table.replace(setBlockRe(set), (_all, head: string, _els, close: string) =>
+    `${head}${sorted.length > 0 ? `\t\telements = { ${sorted.join(',\n\t\t\t     ')} }\n` : ''}${close}`,
+  );
+}
+
+/** The fake kernel lists workload set members sorted as strings, however they were added. */
+function canonicalSets(table: string): string {
+  let out = table;
+  for (const m of table.matchAll(/\tset (veth_addr|g_\S+) \{/g)) out = withSetMembers(out, m[1]!, setMembers(out, m[1]!) ?? []);
+  return out;
+}

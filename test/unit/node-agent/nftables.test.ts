@@ -7,15 +7,21 @@ import { fileURLToPath } from 'node:url';
 import {
   applyFirewallChange,
   egressElements,
+  elementsTransaction,
   mergePorts,
   parseCounters,
+  parseListing,
   planFirewall,
   readDropCounters,
   renderFirewall,
   replaceTransaction,
   tableHash,
+  validMemory,
   withCounterValues,
+  type FirewallChange,
+  type FirewallMemory,
   type FirewallOptions,
+  type RenderedFirewall,
 } from '../../../src/node-agent/nftables.js';
 import { cidrRange } from '../../../src/node-agent/routes.js';
 import { SYSTEM_PATH } from '../../../src/node-agent/wgproc.js';
@@ -178,15 +184,147 @@ test('mergePorts joins overlapping and adjacent ranges; empty means all', (t) =>
   t.deepEqual(mergePorts([]), [{ from: 0, to: 65535 }]);
 });
 
+const TWO_OPTIONS: FirewallOptions = { underlay: { restrictInput: true, interfaces: ['eth0'] }, agentPorts: [7301] };
+
+/** The kernel's listing (nft 1.0.6) of the two-tenants table: structure, elements and counters as the agent sees them. */
+function kernelListing(): string {
+  return readFileSync(join(goldenDir, 'two-tenants.kernel-listing.txt'), 'utf8');
+}
+
+/** Members as the kernel lists them right after a replace with `r`, as a memory would record them. */
+const memoryOf = (r: RenderedFirewall, listing: string): FirewallMemory => ({
+  version: 2,
+  hash: r.hash,
+  listing: parseListing(listing).structure,
+  elements: Object.fromEntries(Object.entries(r.elementSets).map(([k, v]) => [k, v.elements])),
+});
+
+/** twoTenants with one more workload `cache` (10.1.1.12) in app=web. */
+function withNewWorkload(): DesiredState {
+  const doc = twoTenants();
+  const acme = doc.tenants[0]!;
+  acme.workloads.push({ name: 'cache', address: '10.1.1.12', labels: { app: 'web' } });
+  acme.firewall.groups['app=web']!.push('10.1.1.12/32');
+  return doc;
+}
+
+test('the structure hash ignores workload set members; the full text carries them', (t) => {
+  const a = renderFirewall(twoTenants());
+  const b = renderFirewall(withNewWorkload());
+  t.is(a.hash, b.hash, 'a workload coming changes members only');
+  t.not(a.text, b.text);
+  t.true(b.text.includes('10.1.1.12'));
+  t.deepEqual(Object.keys(a.elementSets).sort(), ['g_acme_app_db_61949d', 'g_acme_app_web_686126', 'g_acme_gw_636777', 'g_beta_corp_app_api_e10182', 'veth_addr']);
+  t.deepEqual(b.elementSets.g_acme_app_web_686126?.elements, ['10.1.1.10', '10.1.1.12', '10.1.2.10']);
+  const structural = twoTenants();
+  structural.tenants[0]!.firewall.rules[0]!.ports = [{ from: 5433, to: 5433 }];
+  t.not(renderFirewall(structural).hash, a.hash, 'a policy change is structure');
+  const newGroup = twoTenants();
+  newGroup.tenants[0]!.firewall.groups['app=new'] = [];
+  t.not(renderFirewall(newGroup).hash, a.hash, 'a group coming into existence is structure');
+});
+
+test('parseListing: the kernel listing splits into structure, workload set members and counters', (t) => {
+  const rendered = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const live = parseListing(kernelListing());
+  t.is(live.hash, rendered.hash, 'fixture from an older render: recapture test/golden/node-agent/two-tenants.kernel-listing.txt (nft list table inet netwall)');
+  t.deepEqual(live.counters.spoof, { packets: 7, bytes: 420 });
+  t.deepEqual(live.counters.policy, { packets: 0, bytes: 0 });
+  t.false(/packets \d+/.test(live.structure), 'no counter values in the structure');
+  t.false(live.structure.includes('nwc86f279ce9c2'), 'no workload members in the structure');
+  t.true(live.structure.includes('203.0.113.10 . tcp . 8080'), 'other sets keep their elements in the structure');
+  // The kernel lists hash set members exactly in the canonical text the delta sends, only in its own order.
+  for (const [name, set] of Object.entries(rendered.elementSets)) t.deepEqual([...(live.elements[name] ?? [])].sort(), [...set.elements].sort(), name);
+});
+
 test('planFirewall: missing, changed, unverified, drift, up to date', (t) => {
-  const desired = renderFirewall(twoTenants());
-  const live = `${desired.text}`;
-  const memory = { hash: desired.hash, listing: live };
-  t.is(planFirewall(desired, { listing: null }, null)[0]?.reason, 'missing');
-  t.is(planFirewall(desired, { listing: renderFirewall(emptyNode()).text }, memory)[0]?.reason, 'changed');
-  t.is(planFirewall(desired, { listing: live }, null)[0]?.reason, 'unverified');
-  t.is(planFirewall(desired, { listing: live.replace(/\t\tct state invalid goto drop_invalid\n/, '') }, memory)[0]?.reason, 'drift');
-  t.deepEqual(planFirewall(desired, { listing: live }, memory), []);
+  const desired = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const listing = kernelListing();
+  const live = parseListing(listing);
+  const memory = memoryOf(desired, listing);
+  const reason = (changes: FirewallChange[]): string => changes.map((c) => `${c.kind}:${c.reason}`).join() || 'none';
+  t.is(reason(planFirewall(desired, { table: null }, null)), 'firewall-replace:missing');
+  t.is(reason(planFirewall(desired, { table: { ...live, hash: 'f'.repeat(64) } }, memory)), 'firewall-replace:changed');
+  t.is(reason(planFirewall(desired, { table: live }, null)), 'firewall-replace:unverified');
+  t.is(reason(planFirewall(desired, { table: parseListing(listing.replace(/\t\tct state invalid goto drop_invalid\n/, '')) }, memory)), 'firewall-replace:drift');
+  t.is(reason(planFirewall(desired, { table: live }, memory)), 'none');
+  // The counters read by the listing ride along, so the replace needs no second dump.
+  const [drift] = planFirewall(desired, { table: parseListing(listing.replace(/\t\tgoto drop_policy\n/, '')) }, memory);
+  t.deepEqual(drift?.kind === 'firewall-replace' ? drift.old?.counters?.spoof : null, { packets: 7, bytes: 420 });
+});
+
+test('planFirewall: an old memory file (no set members recorded) means unverified, replace once', (t) => {
+  const desired = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const old = { hash: desired.hash, listing: kernelListing() } as unknown as FirewallMemory;
+  t.false(validMemory(old));
+  const [change] = planFirewall(desired, { table: parseListing(kernelListing()) }, old);
+  t.is(change?.kind, 'firewall-replace');
+  t.is(change?.reason, 'unverified');
+});
+
+test('planFirewall: a set member deleted by hand is drift', (t) => {
+  const desired = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const memory = memoryOf(desired, kernelListing());
+  const edited = kernelListing().replace('elements = { 10.1.1.10, 10.1.2.10 }', 'elements = { 10.1.1.10 }');
+  t.not(edited, kernelListing());
+  const [change] = planFirewall(desired, { table: parseListing(edited) }, memory);
+  t.is(`${change?.kind}:${change?.reason}`, 'firewall-replace:drift');
+  const added = kernelListing().replace('elements = { 10.1.255.1 }', 'elements = { 10.1.255.1, 10.1.9.9 }');
+  t.is(planFirewall(desired, { table: parseListing(added) }, memory)[0]?.reason, 'drift', 'a member added by hand too');
+});
+
+test('planFirewall: only members changed → one firewall-elements change; structure changed → replace', (t) => {
+  const before = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const memory = memoryOf(before, kernelListing());
+  const live = parseListing(kernelListing());
+  const after = renderFirewall(withNewWorkload(), TWO_OPTIONS);
+  for (const table of [live, undefined]) {
+    const changes = planFirewall(after, { table }, memory);
+    t.is(changes.length, 1);
+    const c = changes[0]!;
+    if (c.kind !== 'firewall-elements') {
+      t.fail(`planned ${c.kind}`);
+      continue;
+    }
+    t.deepEqual(c.sets, [
+      { set: 'veth_addr', add: ['"nwc893ae2354e2" . 10.1.1.12'], delete: [] },
+      { set: 'g_acme_app_web_686126', add: ['10.1.1.12'], delete: [] },
+    ]);
+    t.is(
+      elementsTransaction(c.sets),
+      'create element inet netwall veth_addr { "nwc893ae2354e2" . 10.1.1.12 }\ncreate element inet netwall g_acme_app_web_686126 { 10.1.1.12 }\n',
+    );
+  }
+  // Back again: deletes.
+  const back = planFirewall(before, { table: undefined }, memoryOf(after, kernelListing()));
+  t.deepEqual(back[0]?.kind === 'firewall-elements' ? back[0].sets.map((d) => d.delete) : null, [['"nwc893ae2354e2" . 10.1.1.12'], ['10.1.1.12']]);
+  // A structural change (a policy's port) is a replace, listed or not.
+  const policy = twoTenants();
+  policy.tenants[1]!.firewall.rules[0]!.ports = [{ from: 80, to: 80 }];
+  const structural = renderFirewall(policy, TWO_OPTIONS);
+  t.is(planFirewall(structural, { table: live }, memory)[0]?.reason, 'changed');
+  t.is(planFirewall(structural, { table: undefined }, memory)[0]?.kind, 'firewall-replace');
+  // A group holding a CIDR is an interval set: its member changes replace the table (the kernel merges intervals).
+  const cidr = twoTenants();
+  cidr.tenants[0]!.firewall.groups.gw = ['10.1.255.0/28'];
+  const cidrRendered = renderFirewall(cidr, TWO_OPTIONS);
+  t.true(cidrRendered.elementSets.g_acme_gw_636777?.interval);
+  const cidr2 = twoTenants();
+  cidr2.tenants[0]!.firewall.groups.gw = ['10.1.255.0/28', '10.1.254.0/28'];
+  t.is(planFirewall(renderFirewall(cidr2, TWO_OPTIONS), { table: undefined }, memoryOf(cidrRendered, kernelListing()))[0]?.kind, 'firewall-replace');
+});
+
+test('policy ports: single ports share a set, each range is its own rule (no anonymous interval sets)', (t) => {
+  const text = renderFirewall(twoTenants()).text;
+  t.true(text.includes('udp dport 5353 accept comment "web-to-db"'));
+  t.true(text.includes('udp dport 8000-8080 accept comment "web-to-db"'));
+  const doc = twoTenants();
+  doc.tenants[1]!.firewall.rules[0]!.ports = [{ from: 443, to: 443 }, { from: 80, to: 80 }, { from: 9000, to: 9100 }];
+  const rendered = renderFirewall(doc).text;
+  t.true(rendered.includes('tcp dport { 80, 443 } accept comment "api-mesh"'));
+  t.true(rendered.includes('tcp dport 9000-9100 accept comment "api-mesh"'));
+  t.false(/dport \{[^}]*-/.test(rendered), 'no range inside an anonymous set');
+  t.false(/chain c_[a-z_]+ \{[^}]*ip saddr @g_/.test(rendered), 'policies live once, in the mesh chain');
 });
 
 test('counters survive a replace and are read per reason', (t) => {
@@ -199,20 +337,63 @@ test('counters survive a replace and are read per reason', (t) => {
   t.true(text.includes('\tcounter d_policy { }'));
 });
 
-test('applyFirewallChange: one atomic transaction, logged, then recorded from the kernel', async (t) => {
-  const desired = renderFirewall(twoTenants());
-  const runner = new FakeRunner()
-    .expect(['nft', '-j', 'list', 'counters', 'table', 'inet', 'netwall'], { exitCode: 1, stderr: 'No such file or directory' })
-    .expect(['nft', '-f', '-'])
-    .expect(['nft', '-s', 'list', 'table', 'inet', 'netwall'], { stdout: 'KERNEL LISTING' });
+test('applyFirewallChange: one atomic replace with the listed counters, logged, then recorded from the kernel', async (t) => {
+  const desired = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const runner = new FakeRunner().expect(['nft', '-f', '-']).expect(['nft', 'list', 'table', 'inet', 'netwall'], { stdout: kernelListing() });
   const lines: string[] = [];
-  const [change] = planFirewall(desired, { listing: null }, null);
+  const [change] = planFirewall(desired, { table: { ...parseListing(kernelListing()), hash: null } }, null);
   const memory = await applyFirewallChange(change!, runner, (l) => lines.push(l));
-  t.deepEqual(memory, { hash: desired.hash, listing: 'KERNEL LISTING' });
-  t.deepEqual(runner.pending(), []);
-  const input = runner.calls[1]?.input ?? '';
+  t.deepEqual(memory, memoryOf(desired, kernelListing()));
+  t.deepEqual(runner.pending(), [], 'no counter read: the listing carried them');
+  const input = runner.calls[0]?.input ?? '';
   t.true(input.startsWith('table inet netwall {}\ndelete table inet netwall\ntable inet netwall {\n'));
-  t.regex(lines[0] ?? '', /^\[#\] nft -f - # replace table inet netwall \(missing/);
+  t.true(input.includes('\tcounter d_spoof { packets 7 bytes 420 }'));
+  t.regex(lines[0] ?? '', /^\[#\] nft -f - # replace table inet netwall \(changed/);
+});
+
+test('applyFirewallChange: a missing table is created without reading counters', async (t) => {
+  const desired = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const runner = new FakeRunner().expect(['nft', '-f', '-']).expect(['nft', 'list', 'table', 'inet', 'netwall'], { stdout: kernelListing() });
+  const [change] = planFirewall(desired, { table: null }, null);
+  await applyFirewallChange(change!, runner, () => {});
+  t.is(runner.calls.length, 2);
+});
+
+test('applyFirewallChange: an element delta is one nft -f of create/delete element lines, nothing listed', async (t) => {
+  const before = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const memory = memoryOf(before, kernelListing());
+  const after = renderFirewall(withNewWorkload(), TWO_OPTIONS);
+  const [change] = planFirewall(after, { table: undefined }, memory);
+  const runner = new FakeRunner().expect(['nft', '-f', '-']);
+  const lines: string[] = [];
+  const next = await applyFirewallChange(change!, runner, (l) => lines.push(l), memory);
+  t.is(runner.calls.length, 1);
+  t.is(runner.calls[0]?.input, elementsTransaction(change?.kind === 'firewall-elements' ? change.sets : []));
+  t.deepEqual(lines, [
+    '[#] nft create element inet netwall veth_addr { "nwc893ae2354e2" . 10.1.1.12 }',
+    '[#] nft create element inet netwall g_acme_app_web_686126 { 10.1.1.12 }',
+  ]);
+  t.is(next.listing, memory.listing, 'the structure listing stays valid');
+  t.deepEqual(next.elements.g_acme_app_web_686126, ['10.1.1.10', '10.1.1.12', '10.1.2.10']);
+});
+
+test('applyFirewallChange: a refused element delta (sets not as remembered) falls back to a replace', async (t) => {
+  const before = renderFirewall(twoTenants(), TWO_OPTIONS);
+  const memory = memoryOf(before, kernelListing());
+  const after = renderFirewall(withNewWorkload(), TWO_OPTIONS);
+  const [change] = planFirewall(after, { table: undefined }, memory);
+  const runner = new FakeRunner()
+    .expect(['nft', '-f', '-'], { exitCode: 1, stderr: 'Error: Could not process rule: File exists' })
+    .expect(['nft', '-j', 'list', 'counters', 'table', 'inet', 'netwall'], { stdout: JSON.stringify({ nftables: [{ counter: { name: 'd_spoof', packets: 9, bytes: 540 } }] }) })
+    .expect(['nft', '-f', '-'])
+    .expect(['nft', 'list', 'table', 'inet', 'netwall'], { stdout: kernelListing() });
+  const lines: string[] = [];
+  const next = await applyFirewallChange(change!, runner, (l) => lines.push(l), memory);
+  t.deepEqual(runner.pending(), []);
+  t.true(runner.calls[2]?.input?.includes('\tcounter d_spoof { packets 9 bytes 540 }'));
+  t.true(lines.some((l) => l.includes('element delta refused (Error: Could not process rule: File exists)')));
+  t.regex(lines[lines.length - 1] ?? '', /replace table inet netwall \(drift/);
+  t.is(next.hash, after.hash);
 });
 
 test('readDropCounters returns packets per reason', async (t) => {

@@ -1,5 +1,9 @@
 import test from 'ava';
-import { Reconciler, orderChanges, type Change } from '../../../src/node-agent/reconcile.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { containerInterfaceName } from '../../../src/node-agent/names.js';
+import { FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, orderChanges, type Change } from '../../../src/node-agent/reconcile.js';
 import { renderFirewall } from '../../../src/node-agent/nftables.js';
 import type { ChildHandle, Spawner } from '../../../src/node-agent/wgproc.js';
 import type { DesiredState } from '../../../src/shared/desired.js';
@@ -190,4 +194,139 @@ test('orderChanges puts every add and update before any delete, keeping plan ord
     ordered.map((x) => ('iface' in x ? x.iface : '')),
     ['b', 'c', 'e', 'a', 'd'],
   );
+});
+
+/** twoTenants with a workload `cache` (10.1.1.12, app=web) started on this node. */
+function withCache(): DesiredState {
+  const doc = twoTenants();
+  const acme = doc.tenants[0]!;
+  acme.workloads.push({ name: 'cache', address: '10.1.1.12', labels: { app: 'web' } });
+  acme.firewall.groups['app=web']!.push('10.1.1.12/32');
+  return doc;
+}
+
+const kinds = (changes: Change[]): string[] => changes.map((c) => (c.kind.startsWith('firewall') ? `${c.kind}:${(c as { reason: string }).reason}` : c.kind));
+
+test('a workload coming and going is an element delta: no listing, no replace, same table as a fresh apply', async (t) => {
+  const { kernel, reconciler, log } = setup();
+  await reconciler.reconcile(twoTenants());
+  t.deepEqual(await reconciler.plan(twoTenants()), []);
+  t.deepEqual(kinds(await reconciler.plan(withCache())), ['firewall-elements:changed']);
+  log.length = 0;
+  kernel.log.length = 0;
+  const result = await reconciler.reconcile(withCache());
+  t.deepEqual(result.errors, []);
+  t.deepEqual(kinds(result.changes), ['firewall-elements:changed']);
+  t.false(kernel.log.some((c) => c.startsWith('nft list')), 'the fast path lists nothing (the last check is fresh)');
+  t.is(kernel.log.filter((c) => c === 'nft -f -').length, 1, 'one transaction');
+  t.is(kernel.elementTransactions, 1);
+  t.deepEqual(log, [
+    `[#] nft create element inet netwall veth_addr { "${containerInterfaceName('acme', 'cache')}" . 10.1.1.12 }`,
+    '[#] nft create element inet netwall g_acme_app_web_686126 { 10.1.1.12 }',
+  ]);
+  // The same state as a host that got the new document in one replace.
+  const fresh = setup();
+  await fresh.reconciler.reconcile(withCache());
+  t.is(kernel.table, fresh.kernel.table);
+  t.deepEqual(await reconciler.plan(withCache()), [], 'a full check after the delta finds nothing');
+  // And back.
+  t.deepEqual(kinds((await reconciler.reconcile(twoTenants())).changes), ['firewall-elements:changed']);
+  t.deepEqual(log.slice(-2), [
+    `[#] nft delete element inet netwall veth_addr { "${containerInterfaceName('acme', 'cache')}" . 10.1.1.12 }`,
+    '[#] nft delete element inet netwall g_acme_app_web_686126 { 10.1.1.12 }',
+  ]);
+  t.deepEqual(await reconciler.plan(twoTenants()), []);
+});
+
+test('a structure change (a policy) replaces the table, counters carried from the listing', async (t) => {
+  const { kernel, reconciler } = setup();
+  await reconciler.reconcile(twoTenants());
+  kernel.counters.set('policy', { packets: 11, bytes: 660 });
+  const doc = twoTenants();
+  doc.tenants[1]!.firewall.rules[0]!.ports = [{ from: 443, to: 443 }];
+  kernel.log.length = 0;
+  const result = await reconciler.reconcile(doc);
+  t.deepEqual(kinds(result.changes), ['firewall-replace:changed']);
+  t.deepEqual(kernel.log.filter((c) => c.startsWith('nft')), ['nft list table inet netwall', 'nft -f -', 'nft list table inet netwall'], 'one listing before, one after; no counter dump');
+  t.deepEqual(kernel.counters.get('policy'), { packets: 11, bytes: 660 });
+  kernel.log.length = 0;
+  t.is((await reconciler.dropCounters()).policy, 11);
+  t.deepEqual(kernel.log, [], 'status counters come from the tick’s listing, no second dump');
+});
+
+test('idle ticks list the table every time by default (drift check), or every verifySeconds', async (t) => {
+  const { kernel, reconciler } = setup();
+  await reconciler.reconcile(twoTenants());
+  kernel.log.length = 0;
+  await reconciler.reconcile(twoTenants());
+  await reconciler.reconcile(twoTenants());
+  t.is(kernel.log.filter((c) => c === 'nft list table inet netwall').length, 2);
+
+  let now = 1_000_000;
+  const k2 = new FakeKernel(allKeyFiles());
+  const r2 = new Reconciler({ runner: k2, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', firewall: { verifySeconds: 60 }, now: () => now });
+  await r2.reconcile(twoTenants());
+  k2.log.length = 0;
+  now += 30_000;
+  await r2.reconcile(twoTenants());
+  t.is(k2.log.filter((c) => c.startsWith('nft list')).length, 0, 'checked 30 s ago: not due');
+  now += 31_000;
+  k2.table = k2.table!.replace('\t\tct state invalid goto drop_invalid\n', '');
+  const repaired = await r2.reconcile(twoTenants());
+  t.deepEqual(kinds(repaired.changes), ['firewall-replace:drift'], 'due after 60 s: drift found and repaired');
+});
+
+test('the element fast path lists again once the last check is FAST_PATH_MAX_UNVERIFIED_MS old', async (t) => {
+  let now = 1_000_000;
+  const kernel = new FakeKernel(allKeyFiles());
+  const reconciler = new Reconciler({ runner: kernel, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', now: () => now });
+  await reconciler.reconcile(twoTenants());
+  now += FAST_PATH_MAX_UNVERIFIED_MS;
+  kernel.log.length = 0;
+  t.deepEqual(kinds((await reconciler.reconcile(withCache())).changes), ['firewall-elements:changed']);
+  t.true(kernel.log.includes('nft list table inet netwall'), 'listed before the delta');
+});
+
+test('a set member deleted by hand is found by the next check and repaired', async (t) => {
+  const { kernel, reconciler } = setup();
+  await reconciler.reconcile(twoTenants());
+  kernel.table = kernel.table!.replace('elements = { 10.1.1.10,\n\t\t\t     10.1.2.10 }', 'elements = { 10.1.1.10 }');
+  t.true(!kernel.table.includes('10.1.2.10 }'), 'member removed');
+  t.deepEqual(kinds(await reconciler.plan(twoTenants())), ['firewall-replace:drift']);
+  await reconciler.reconcile(twoTenants());
+  t.deepEqual(await reconciler.plan(twoTenants()), []);
+});
+
+test('an element delta refused by the kernel (memory stale) falls back to a replace', async (t) => {
+  const { kernel, reconciler, log } = setup();
+  await reconciler.reconcile(twoTenants());
+  // Someone else added the member already: `create element` fails, the whole delta is refused.
+  kernel.table = kernel.table!.replace('elements = { 10.1.1.10,\n\t\t\t     10.1.2.10 }', 'elements = { 10.1.1.10,\n\t\t\t     10.1.1.12,\n\t\t\t     10.1.2.10 }');
+  const result = await reconciler.reconcile(withCache());
+  t.deepEqual(result.errors, []);
+  t.true(log.some((l) => l.includes('element delta refused')), log.join('\n'));
+  t.deepEqual(await reconciler.plan(withCache()), []);
+});
+
+test('memory file: persisted after a delta, reused after a restart; an old-format file means one unverified replace', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nwt-fwmem-'));
+  try {
+    const file = join(dir, 'firewall.json');
+    const kernel = new FakeKernel(allKeyFiles());
+    const make = () => new Reconciler({ runner: kernel, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', firewallMemoryFile: file });
+    await make().reconcile(twoTenants());
+    await make().reconcile(withCache());
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { version: number; elements: Record<string, string[]> };
+    t.is(saved.version, 2);
+    t.true(saved.elements.g_acme_app_web_686126?.includes('10.1.1.12'));
+    t.deepEqual(await make().plan(withCache()), [], 'a restarted agent trusts its memory and the table');
+    // The format before element deltas: {hash, listing}.
+    writeFileSync(file, JSON.stringify({ hash: renderFirewall(withCache()).hash, listing: kernel.table }));
+    t.deepEqual(kinds(await make().plan(withCache())), ['firewall-replace:unverified']);
+    const again = make();
+    await again.reconcile(withCache());
+    t.deepEqual(await again.plan(withCache()), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
