@@ -7,7 +7,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateWireguardKeyPair, wireguardPublicKey } from '../shared/crypto.js';
+import { generateWireguardKeyPair, sha256hex, wireguardPublicKey } from '../shared/crypto.js';
 import type { DesiredState, PeerState, TenantState } from '../shared/desired.js';
 import { writeFileAtomic } from '../shared/fsutil.js';
 import type { ChangeLogger, Runner } from '../shared/runner.js';
@@ -32,8 +32,23 @@ export function ensureTenantKey(dir: string, tenant: string): TenantKey {
   return { privateKeyFile, publicKey: publicKeyOfFile(privateKeyFile) };
 }
 
+/**
+ * x25519 in JavaScript costs milliseconds per tick and tenant: derive each
+ * key's public half once, remembered by a hash of the private key (a rotated
+ * file is a new entry; no private key is kept).
+ */
+const publicKeys = new Map<string, string>();
+
 export function publicKeyOfFile(privateKeyFile: string): string {
-  return wireguardPublicKey(readFileSync(privateKeyFile, 'utf8').trim());
+  const privateKey = readFileSync(privateKeyFile, 'utf8').trim();
+  const id = sha256hex(privateKey);
+  let pub = publicKeys.get(id);
+  if (pub === undefined) {
+    pub = wireguardPublicKey(privateKey);
+    if (publicKeys.size > 1000) publicKeys.clear();
+    publicKeys.set(id, pub);
+  }
+  return pub;
 }
 
 // ---------------------------------------------------------------- model
