@@ -90,7 +90,7 @@ export class Agent {
       stateDir: this.o.stateDir,
       coordinatorKey: id.coordinatorKey,
       log: this.o.log,
-      onDocument: (doc) => this.apply(doc, 'new document'),
+      onDocument: (doc) => this.apply(doc),
     });
     await this.watcher.startFromCache();
     void this.watcher.run();
@@ -101,10 +101,10 @@ export class Agent {
   /** Reconcile the current document again (drift repair, a dead wireguard-go). */
   private schedule(_reason: string): void {
     const doc = this.watcher?.current;
-    if (doc) void this.apply(doc, _reason);
+    if (doc) void this.apply(doc);
   }
 
-  private apply(doc: DesiredState, _reason: string): Promise<void> {
+  private apply(doc: DesiredState): Promise<void> {
     this.queue = this.queue.then(() => this.applyNow(doc)).catch((err: Error) => this.o.log(`[netwall] reconcile failed: ${err.message}`));
     return this.queue;
   }

@@ -20,6 +20,7 @@
 import type { ChangeLogger, Runner } from '../shared/runner.js';
 import { CommandError, ConflictError, NetwallError, ValidationError } from '../shared/errors.js';
 import { NAME_RE } from '../shared/names.js';
+import { isIpv4 } from '../shared/ipv4.js';
 import { CONTAINER_GATEWAY, CONTAINER_IF_PREFIX, containerInterfaceName } from './names.js';
 
 export const DEFAULT_IFNAME = 'eth0';
@@ -94,12 +95,11 @@ export interface AttachChange {
 
 // ---------------------------------------------------------------- validation
 
-const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 /** Container ids as the CNI spec's reference implementation accepts them. */
 export const CONTAINER_ID_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 export function isIPv4(s: unknown): s is string {
-  return typeof s === 'string' && IPV4_RE.test(s);
+  return typeof s === 'string' && isIpv4(s);
 }
 
 /** Linux interface names: 1..15 bytes, not `.`/`..`, no `/`, `:` or whitespace. */

@@ -12,6 +12,7 @@
  */
 import type { DesiredState } from '../shared/desired.js';
 import { sha256hex } from '../shared/crypto.js';
+import { intToIp as intToIpv4 } from '../shared/ipv4.js';
 import type { ChangeLogger, Runner } from '../shared/runner.js';
 import { TENANT_IF_PREFIX } from './names.js';
 
@@ -31,9 +32,8 @@ export function ipv4ToInt(text: string): number | null {
   return value;
 }
 
-export function intToIpv4(value: number): string {
-  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join('.');
-}
+/** Number → dotted quad: the shared helper, under the name this module's callers use. */
+export { intToIpv4 };
 
 export interface Ipv4Range {
   /** First and last address, inclusive, as unsigned 32-bit numbers. */

@@ -4,7 +4,7 @@
  * newer ones, verifying each and caching it before handing it on. Failures
  * back off exponentially with full jitter.
  */
-import type { DesiredState, SignedDocument } from './desired.js';
+import type { DesiredState } from './desired.js';
 import type { HostClient } from './host-client.js';
 import { loadCachedDocument, saveCachedDocument } from './host-state.js';
 
@@ -98,4 +98,3 @@ export class DesiredStateWatcher {
   }
 }
 
-export type { SignedDocument };
