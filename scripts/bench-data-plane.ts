@@ -24,11 +24,12 @@ import { mkdirSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { Reconciler } from '../src/node-agent/reconcile.js';
-import { ensureTenantKey } from '../src/node-agent/wireguard.js';
+import { Reconciler } from '../src/shared/dataplane/reconcile.js';
+import { ensureTenantKey } from '../src/shared/dataplane/wireguard.js';
 import type { DesiredState, PeerState } from '../src/shared/desired.js';
 import { NetnsLab, labUnavailable, waitForAsync, type LabHost } from '../test/lab/helpers/netns.js';
 import { recordBenchmark } from './bench-record.js';
+import { nodeFirewall } from '../src/node-agent/nftables.js';
 
 // ---------------------------------------------------------------- shared with bench-rules.ts
 
@@ -232,6 +233,7 @@ async function main(): Promise<void> {
     // Changes are logged quietly; anything else the reconciler says (a wireguard-go exit) is printed at once.
     const reconciler = (n: NodeName): Reconciler =>
       new Reconciler({
+        firewall: nodeFirewall(),
         runner: hosts[n].runner,
         spawner: hosts[n].spawner,
         log: (l) => {

@@ -39,9 +39,10 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { containerInterfaceName } from '../src/node-agent/names.js';
-import { renderFirewall, replaceTransaction, type RenderedFirewall } from '../src/node-agent/nftables.js';
-import { FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, type ReconcileResult } from '../src/node-agent/reconcile.js';
-import { ensureTenantKey } from '../src/node-agent/wireguard.js';
+import { NODE_TABLE, nodeFirewall, renderFirewall } from '../src/node-agent/nftables.js';
+import { replaceTransaction, type RenderedFirewall } from '../src/shared/dataplane/nft-table.js';
+import { FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, type ReconcileResult } from '../src/shared/dataplane/reconcile.js';
+import { ensureTenantKey } from '../src/shared/dataplane/wireguard.js';
 import type { AllowRule, DesiredState, LocalWorkload, PeerState, TenantState } from '../src/shared/desired.js';
 import { selectorKey, type Labels } from '../src/shared/names.js';
 import type { RunOptions, RunResult, Runner } from '../src/shared/runner.js';
@@ -305,6 +306,7 @@ async function main(): Promise<void> {
     const logLines: string[] = [];
     const memoryFile = join(host.stateDir, 'firewall.json');
     const reconciler = new Reconciler({
+      firewall: nodeFirewall(),
       runner,
       spawner: host.spawner,
       log: (l) => logLines.push(l),
@@ -404,7 +406,7 @@ async function main(): Promise<void> {
       const order: ('large' | 'small')[] = round % 2 ? ['small', 'large'] : ['large', 'small'];
       const got: Record<string, number> = {};
       for (const which of order) {
-        switchMs[which].push((await timed(() => nftRunner.run(['nft', '-f', '-'], { input: replaceTransaction(texts[which]) }))).ms);
+        switchMs[which].push((await timed(() => nftRunner.run(['nft', '-f', '-'], { input: replaceTransaction(texts[which], NODE_TABLE) }))).ms);
         if (round === 0) await lab.exec(c1.ns, ['ping', '-c', '3', '-i', '0.2', '-W', '1', c2.address], { allowFailure: true });
         const r = await iperf(lab, c1.ns, c2.address, SECONDS);
         runsOf[which].push(r.gbps);

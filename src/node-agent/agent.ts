@@ -13,12 +13,12 @@ import { ExecaRunner, type ChangeLogger } from '../shared/runner.js';
 import { DesiredStateWatcher } from '../shared/watch.js';
 import { syncCniConfigs } from './cni-config.js';
 import { installCniPlugin } from './cni/install.js';
-import type { FirewallOptions } from './nftables.js';
-import { Reconciler } from './reconcile.js';
+import { nodeFirewall, type FirewallOptions } from './nftables.js';
+import { Reconciler } from '../shared/dataplane/reconcile.js';
 import { hostClientAllocator, startAgentSocket, type AgentSocketServer } from './socket.js';
 import { NetnsRegistry, TunnelSupervisor } from './tunnels.js';
-import { ProcessSpawner } from './wgproc.js';
-import { ensureTenantKey, type WireguardMode } from './wireguard.js';
+import { ProcessSpawner } from '../shared/dataplane/wgproc.js';
+import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
 
 /** In the state dir: the kernel's listing of our nft table as last applied. */
 export const FIREWALL_MEMORY_FILE = 'firewall-applied.json';
@@ -59,7 +59,7 @@ export class Agent {
       log: this.o.log,
       keyFileFor: (tenant) => ensureTenantKey(this.o.stateDir, tenant).privateKeyFile,
       wireguardMode: this.o.wireguardMode,
-      firewall: this.o.firewall,
+      firewall: nodeFirewall(this.o.firewall),
       firewallMemoryFile: join(this.o.stateDir, FIREWALL_MEMORY_FILE),
       onWireguardExit: () => this.schedule('wireguard-go exited'),
     });

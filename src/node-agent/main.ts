@@ -13,9 +13,10 @@ import { ExecaRunner } from '../shared/runner.js';
 import { Agent, FIREWALL_MEMORY_FILE } from './agent.js';
 import { DEFAULT_CNI_CONF_DIR } from './cni-config.js';
 import { DEFAULT_CNI_BIN_DIR, installCniPlugin } from './cni/install.js';
-import { describeChange, Reconciler } from './reconcile.js';
+import { describeChange, Reconciler } from '../shared/dataplane/reconcile.js';
+import { nodeFirewall } from './nftables.js';
 import { attachCommand, DEFAULT_AGENT_SOCKET, detachCommand } from './socket.js';
-import { ensureTenantKey, type WireguardMode } from './wireguard.js';
+import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
 
 const USAGE = `usage: netwall-agent <command> [flags]
   enroll  --coordinator URL --token T --name N [--endpoint IP[:PORT]] [--mgmt-address IP] [--public-address IP]
@@ -142,7 +143,7 @@ async function main(argv: string[]): Promise<void> {
         runner: new ExecaRunner(),
         log: () => {},
         keyFileFor: (t) => ensureTenantKey(stateDir, t).privateKeyFile,
-        firewall: firewallOptions(v),
+        firewall: nodeFirewall(firewallOptions(v)),
         firewallMemoryFile: join(stateDir, FIREWALL_MEMORY_FILE),
       });
       const changes = await rec.plan(cached.state);

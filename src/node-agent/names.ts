@@ -11,7 +11,5 @@ export function containerInterfaceName(tenant: string, workload: string): string
 
 /** All netwall container veths start with this; the firewall matches `nwc*`. */
 export const CONTAINER_IF_PREFIX = 'nwc';
-/** All netwall WireGuard interfaces start with this; the firewall matches `nw-*`. */
-export const TENANT_IF_PREFIX = 'nw-';
 /** The link-local next hop every container routes through (answered by the host veth). */
 export const CONTAINER_GATEWAY = '169.254.1.1';

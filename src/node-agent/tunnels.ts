@@ -13,7 +13,7 @@ import { generateSigningKeyPair } from '../shared/crypto.js';
 import type { DesiredState, EntryPoint, RouterCredential, RouterGrant } from '../shared/desired.js';
 import { writeFileAtomic } from '../shared/fsutil.js';
 import type { ChangeLogger } from '../shared/runner.js';
-import type { ChildHandle, Spawner } from './wgproc.js';
+import type { ChildHandle, Spawner } from '../shared/dataplane/wgproc.js';
 
 /** Renew a credential this long before it expires. */
 const RENEW_BEFORE_MS = 7 * 86_400_000;

@@ -199,9 +199,12 @@ export interface SignedDocument {
   signature: string;
 }
 
+/** All netwall WireGuard interfaces start with this; firewalls match `nw-*`. */
+export const TENANT_IF_PREFIX = 'nw-';
+
 /** Deterministic WireGuard interface name for a tenant: `nw-` + up to 12 characters. */
 export function tenantInterfaceName(tenant: string, tenantId: number): string {
-  const name = `nw-${tenant}`;
+  const name = `${TENANT_IF_PREFIX}${tenant}`;
   if (name.length <= 15) return name;
-  return `nw-${tenant.slice(0, 6)}-${tenantId.toString(36)}`.slice(0, 15);
+  return `${TENANT_IF_PREFIX}${tenant.slice(0, 6)}-${tenantId.toString(36)}`.slice(0, 15);
 }

@@ -20,8 +20,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExecaRunner, PrefixedRunner } from '../../src/shared/runner.js';
 import { loadCachedDocument, loadIdentity } from '../../src/shared/host-state.js';
-import { Reconciler, describeChange } from '../../src/node-agent/reconcile.js';
-import { ensureTenantKey } from '../../src/node-agent/wireguard.js';
+import { Reconciler, describeChange } from '../../src/shared/dataplane/reconcile.js';
+import { nodeFirewall } from '../../src/node-agent/nftables.js';
+import { ensureTenantKey } from '../../src/shared/dataplane/wireguard.js';
 import { HOSTS, LabWorld, NODES, run, waitUntil, type NodeName } from '../../scripts/lab-world.js';
 import { labUnavailable } from './helpers/netns.js';
 
@@ -116,7 +117,7 @@ async function planOf(node: NodeName): Promise<string[]> {
     runner: new PrefixedRunner(new ExecaRunner(), world.enter(node)),
     log: () => {},
     keyFileFor: (tenant) => ensureTenantKey(stateDir, tenant).privateKeyFile,
-    firewall: FIREWALL,
+    firewall: nodeFirewall(FIREWALL),
   });
   // 'unverified' only says this process has no memory of the agent's last apply; the table's hash matches.
   return (await rec.plan(cached.state)).filter((c) => !(c.kind === 'firewall-replace' && c.reason === 'unverified')).map(describeChange);

@@ -7,8 +7,9 @@
  *   npx ava --config ava.lab.config.js test/lab/dataplane.test.ts
  */
 import test from 'ava';
-import { Reconciler } from '../../src/node-agent/reconcile.js';
-import { ensureTenantKey } from '../../src/node-agent/wireguard.js';
+import { Reconciler } from '../../src/shared/dataplane/reconcile.js';
+import { nodeFirewall } from '../../src/node-agent/nftables.js';
+import { ensureTenantKey } from '../../src/shared/dataplane/wireguard.js';
 import type { AllowRule, DesiredState, LocalWorkload, PeerState, TenantState } from '../../src/shared/desired.js';
 import { NetnsLab, labUnavailable, waitForAsync, type LabContainer, type LabHost } from './helpers/netns.js';
 
@@ -162,7 +163,7 @@ test('node data plane: mesh, policies, isolation, egress, anti-spoofing, drift',
       log: (l) => logs[n]!.push(l),
       keyFileFor: (tenant) => ensureTenantKey(hosts[n].stateDir, tenant).privateKeyFile,
       // n1 also restricts its underlay input (ssh stays open); n2 keeps the default.
-      firewall: n === 'n1' ? { underlay: { restrictInput: true, allowTcpPorts: [22] } } : {},
+      firewall: nodeFirewall(n === 'n1' ? { underlay: { restrictInput: true, allowTcpPorts: [22] } } : {}),
     });
     reconcilers.push(r);
     return r;

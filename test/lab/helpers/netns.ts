@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExecaRunner, PrefixedRunner, type RunOptions, type RunResult, type Runner } from '../../../src/shared/runner.js';
 import { CONTAINER_GATEWAY, containerInterfaceName } from '../../../src/node-agent/names.js';
-import { ProcessSpawner, SYSTEM_PATH, type ChildHandle, type Spawner } from '../../../src/node-agent/wgproc.js';
+import { ProcessSpawner, SYSTEM_PATH, type ChildHandle, type Spawner } from '../../../src/shared/dataplane/wgproc.js';
 
 const WG_RUN_DIR = '/run/wireguard';
 

@@ -9,10 +9,11 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { renderFirewall, replaceTransaction } from '../../../src/node-agent/nftables.js';
-import { cidrRange, desiredRouting } from '../../../src/node-agent/routes.js';
-import { desiredWireguard } from '../../../src/node-agent/wireguard.js';
-import { SYSTEM_PATH } from '../../../src/node-agent/wgproc.js';
+import { NODE_TABLE, renderFirewall } from '../../../src/node-agent/nftables.js';
+import { replaceTransaction } from '../../../src/shared/dataplane/nft-table.js';
+import { cidrRange, desiredRouting } from '../../../src/shared/dataplane/routes.js';
+import { desiredWireguard } from '../../../src/shared/dataplane/wireguard.js';
+import { SYSTEM_PATH } from '../../../src/shared/dataplane/wgproc.js';
 import type { DesiredState } from '../../../src/shared/desired.js';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), '../../golden/coordinator');
@@ -46,7 +47,7 @@ for (const file of files) {
     const tmp = mkdtempSync(join(tmpdir(), 'nwt-contract-'));
     try {
       const path = join(tmp, 'table.nft');
-      writeFileSync(path, replaceTransaction(renderFirewall(doc, { underlay: { restrictInput: true } }).text));
+      writeFileSync(path, replaceTransaction(renderFirewall(doc, { underlay: { restrictInput: true } }).text, NODE_TABLE));
       t.notThrows(() => execFileSync(NFT, ['-c', '-f', path], { stdio: ['ignore', 'pipe', 'pipe'] }));
     } finally {
       rmSync(tmp, { recursive: true, force: true });

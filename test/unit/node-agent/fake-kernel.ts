@@ -6,7 +6,7 @@
  */
 import { CommandError } from '../../../src/shared/errors.js';
 import type { RunOptions, RunResult, Runner } from '../../../src/shared/runner.js';
-import { normalizeCidr } from '../../../src/node-agent/routes.js';
+import { normalizeCidr } from '../../../src/shared/dataplane/routes.js';
 
 export interface FakePeer {
   publicKey: string;

@@ -4,27 +4,11 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  applyFirewallChange,
-  egressElements,
-  elementsTransaction,
-  mergePorts,
-  parseCounters,
-  parseListing,
-  planFirewall,
-  readDropCounters,
-  renderFirewall,
-  replaceTransaction,
-  tableHash,
-  validMemory,
-  withCounterValues,
-  type FirewallChange,
-  type FirewallMemory,
-  type FirewallOptions,
-  type RenderedFirewall,
-} from '../../../src/node-agent/nftables.js';
-import { cidrRange } from '../../../src/node-agent/routes.js';
-import { SYSTEM_PATH } from '../../../src/node-agent/wgproc.js';
+import { applyFirewallChange, elementsTransaction, parseCounters, parseListing, planFirewall, readDropCounters, replaceTransaction, tableHash, validMemory, withCounterValues, type FirewallChange, type FirewallMemory, type RenderedFirewall } from '../../../src/shared/dataplane/nft-table.js';
+import { egressElements, mergePorts } from '../../../src/shared/dataplane/nft-elements.js';
+import { NODE_TABLE, renderFirewall, type FirewallOptions } from '../../../src/node-agent/nftables.js';
+import { cidrRange } from '../../../src/shared/dataplane/routes.js';
+import { SYSTEM_PATH } from '../../../src/shared/dataplane/wgproc.js';
 import type { DesiredState } from '../../../src/shared/desired.js';
 import { FakeRunner } from '../../../src/shared/runner.js';
 import { emptyNode, large, twoTenants } from './dataplane-fixtures.js';
@@ -53,7 +37,7 @@ function nftCheck(text: string): string | null | 'skip' {
   const dir = mkdtempSync(join(tmpdir(), 'nwt-nft-'));
   try {
     const file = join(dir, 'table.nft');
-    writeFileSync(file, replaceTransaction(text));
+    writeFileSync(file, replaceTransaction(text, NODE_TABLE));
     execFileSync(NFT, ['-c', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
     return null;
   } catch (err) {
@@ -291,7 +275,7 @@ test('planFirewall: only members changed → one firewall-elements change; struc
       { set: 'g_acme_app_web_686126', add: ['10.1.1.12'], delete: [] },
     ]);
     t.is(
-      elementsTransaction(c.sets),
+      elementsTransaction(c.sets, NODE_TABLE),
       'create element inet netwall veth_addr { "nwc893ae2354e2" . 10.1.1.12 }\ncreate element inet netwall g_acme_app_web_686126 { 10.1.1.12 }\n',
     );
   }
@@ -368,7 +352,7 @@ test('applyFirewallChange: an element delta is one nft -f of create/delete eleme
   const lines: string[] = [];
   const next = await applyFirewallChange(change!, runner, (l) => lines.push(l), memory);
   t.is(runner.calls.length, 1);
-  t.is(runner.calls[0]?.input, elementsTransaction(change?.kind === 'firewall-elements' ? change.sets : []));
+  t.is(runner.calls[0]?.input, elementsTransaction(change?.kind === 'firewall-elements' ? change.sets : [], NODE_TABLE));
   t.deepEqual(lines, [
     '[#] nft create element inet netwall veth_addr { "nwc893ae2354e2" . 10.1.1.12 }',
     '[#] nft create element inet netwall g_acme_app_web_686126 { 10.1.1.12 }',
@@ -400,5 +384,5 @@ test('readDropCounters returns packets per reason', async (t) => {
   const runner = new FakeRunner().expect(['nft', '-j', 'list', 'counters', 'table', 'inet', 'netwall'], {
     stdout: JSON.stringify({ nftables: [{ counter: { name: 'd_policy', packets: 2, bytes: 120 } }] }),
   });
-  t.deepEqual(await readDropCounters(runner), { policy: 2 });
+  t.deepEqual(await readDropCounters(runner, NODE_TABLE), { policy: 2 });
 });

@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { containerInterfaceName } from '../../../src/node-agent/names.js';
-import { FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, orderChanges, type Change } from '../../../src/node-agent/reconcile.js';
-import { renderFirewall } from '../../../src/node-agent/nftables.js';
-import type { ChildHandle, Spawner } from '../../../src/node-agent/wgproc.js';
+import { FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, orderChanges, type Change } from '../../../src/shared/dataplane/reconcile.js';
+import { nodeFirewall, renderFirewall } from '../../../src/node-agent/nftables.js';
+import type { ChildHandle, Spawner } from '../../../src/shared/dataplane/wgproc.js';
 import type { DesiredState } from '../../../src/shared/desired.js';
 import { FakeKernel } from './fake-kernel.js';
 import { emptyNode, node, peer, tenant, testKey, twoTenants } from './dataplane-fixtures.js';
@@ -41,6 +41,7 @@ function setup(kernelWireguard = true, keyFiles = allKeyFiles()): { kernel: Fake
   kernel.kernelWireguard = kernelWireguard;
   const log: string[] = [];
   const reconciler = new Reconciler({
+    firewall: nodeFirewall(),
     runner: kernel,
     log: (l) => log.push(l),
     keyFileFor: (t) => `/state/wg-${t}.key`,
@@ -264,7 +265,7 @@ test('idle ticks list the table every time by default (drift check), or every ve
 
   let now = 1_000_000;
   const k2 = new FakeKernel(allKeyFiles());
-  const r2 = new Reconciler({ runner: k2, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', firewall: { verifySeconds: 60 }, now: () => now });
+  const r2 = new Reconciler({ runner: k2, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', firewall: nodeFirewall({ verifySeconds: 60 }), now: () => now });
   await r2.reconcile(twoTenants());
   k2.log.length = 0;
   now += 30_000;
@@ -279,7 +280,7 @@ test('idle ticks list the table every time by default (drift check), or every ve
 test('the element fast path lists again once the last check is FAST_PATH_MAX_UNVERIFIED_MS old', async (t) => {
   let now = 1_000_000;
   const kernel = new FakeKernel(allKeyFiles());
-  const reconciler = new Reconciler({ runner: kernel, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', now: () => now });
+  const reconciler = new Reconciler({ firewall: nodeFirewall(), runner: kernel, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', now: () => now });
   await reconciler.reconcile(twoTenants());
   now += FAST_PATH_MAX_UNVERIFIED_MS;
   kernel.log.length = 0;
@@ -313,7 +314,7 @@ test('memory file: persisted after a delta, reused after a restart; an old-forma
   try {
     const file = join(dir, 'firewall.json');
     const kernel = new FakeKernel(allKeyFiles());
-    const make = () => new Reconciler({ runner: kernel, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', firewallMemoryFile: file });
+    const make = () => new Reconciler({ firewall: nodeFirewall(), runner: kernel, log: () => {}, keyFileFor: (x) => `/state/wg-${x}.key`, readPublicKey: (f) => allKeyFiles().get(f) ?? 'missing', firewallMemoryFile: file });
     await make().reconcile(twoTenants());
     await make().reconcile(withCache());
     const saved = JSON.parse(readFileSync(file, 'utf8')) as { version: number; elements: Record<string, string[]> };

@@ -6,7 +6,7 @@ import { generateSigningKeyPair } from '../../../src/shared/crypto.js';
 import type { DesiredState, EntryPoint, RouterCredential } from '../../../src/shared/desired.js';
 import { signGrant } from '../../../src/shared/router-protocol.js';
 import { NetnsRegistry, TunnelSupervisor } from '../../../src/node-agent/tunnels.js';
-import type { ChildHandle, Spawner } from '../../../src/node-agent/wgproc.js';
+import type { ChildHandle, Spawner } from '../../../src/shared/dataplane/wgproc.js';
 
 const coordinator = generateSigningKeyPair();
 

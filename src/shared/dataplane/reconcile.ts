@@ -1,5 +1,6 @@
 /**
- * The node's data plane loop body: observe the live kernel → plan (pure diffs)
+ * A host's data plane loop body (node agent and gateway alike; each brings
+ * its own firewall renderer as a FirewallSpec): observe the live kernel → plan (pure diffs)
  * → apply (adds and updates before deletes, keep going on errors) → the caller
  * may observe again. The agent's memory holds only what the kernel cannot tell
  * us: the pids of the wireguard-go children and the kernel's own rendering of
@@ -13,14 +14,13 @@
  * verify the members it touches; the next tick lists again.
  * `firewall.verifySeconds` spaces the checks of idle ticks further apart.
  *
- * Container veths and their /32 routes belong to the CNI/attach code; this
- * module only reads their names (names.ts) into the firewall and never touches
- * `nwc*` links.
+ * On a node, container veths and their /32 routes belong to the CNI/attach
+ * code; this module never touches `nwc*` links.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import type { DesiredState } from '../shared/desired.js';
-import { writeFileAtomic } from '../shared/fsutil.js';
-import type { ChangeLogger, Runner } from '../shared/runner.js';
+import type { DesiredState } from '../desired.js';
+import { writeFileAtomic } from '../fsutil.js';
+import type { ChangeLogger, Runner } from '../runner.js';
 import {
   applyFirewallChange,
   elementDeltas,
@@ -28,14 +28,13 @@ import {
   packetsOf,
   planFirewall,
   readDropCounters,
-  renderFirewall,
   validMemory,
   type FirewallChange,
   type FirewallMemory,
-  type FirewallOptions,
   type ObservedFirewall,
   type RenderedFirewall,
-} from './nftables.js';
+  type TableRef,
+} from './nft-table.js';
 import { applyRouteChange, desiredRouting, observeRouting, planRoutes, type RouteChange, type RoutingState } from './routes.js';
 import { applySysctlChange, observeSysctls, planSysctls, type SysctlChange } from './sysctl.js';
 import {
@@ -52,6 +51,14 @@ import {
 } from './wireguard.js';
 import { ProcessSpawner, WireguardGoSupervisor, type Spawner } from './wgproc.js';
 
+/** A program's firewall: its table, how a document renders into it, and how often an idle tick checks it for drift. */
+export interface FirewallSpec {
+  table: TableRef;
+  render: (doc: DesiredState) => RenderedFirewall;
+  /** The least time between two drift checks (listings of the table) on ticks with nothing to change. Default 0: every tick. */
+  verifySeconds?: number;
+}
+
 export type Change = SysctlChange | FirewallChange | WireguardChange | RouteChange;
 
 export interface Observed {
@@ -63,7 +70,7 @@ export interface Observed {
 
 export interface PlanInput {
   keyFor: (tenant: string) => TenantKey;
-  firewall?: FirewallOptions;
+  firewall: FirewallSpec;
   firewallMemory: FirewallMemory | null;
   /** The document's rendered firewall, when the caller has it already. */
   rendered?: RenderedFirewall;
@@ -72,12 +79,12 @@ export interface PlanInput {
 }
 
 /** `listFirewall: false` skips listing the table (the element fast path); the default lists it. */
-export async function observe(runner: Runner, options: { listFirewall?: boolean } = {}): Promise<Observed> {
+export async function observe(runner: Runner, table: TableRef, options: { listFirewall?: boolean } = {}): Promise<Observed> {
   return {
     sysctls: await observeSysctls(runner),
     wireguard: await observeWireguard(runner),
     routing: await observeRouting(runner),
-    firewall: options.listFirewall === false ? { table: undefined } : await observeFirewall(runner),
+    firewall: options.listFirewall === false ? { table: undefined } : await observeFirewall(runner, table),
   };
 }
 
@@ -119,7 +126,7 @@ export function plan(desired: DesiredState, observed: Observed, input: PlanInput
   const gone = new Set(wgChanges.filter((c) => c.kind === 'link-del').map((c) => c.iface));
   return orderChanges([
     ...planSysctls(observed.sysctls),
-    ...(input.firewallChanges ?? planFirewall(input.rendered ?? renderFirewall(desired, input.firewall), observed.firewall, input.firewallMemory)),
+    ...(input.firewallChanges ?? planFirewall(input.rendered ?? input.firewall.render(desired), observed.firewall, input.firewallMemory)),
     ...wgChanges,
     ...planRoutes(desiredRouting(desired), observed.routing, gone),
   ]);
@@ -221,7 +228,7 @@ export interface ReconcileDeps {
   /** Defaults to reading the file and deriving the public key. */
   readPublicKey?: (privateKeyFile: string) => string;
   links: WireguardLinks;
-  firewall?: FirewallOptions;
+  firewall: FirewallSpec;
   /** Read and written: the kernel's rendering of the last firewall we applied, and when it was last checked. */
   firewallMemory: FirewallState;
   /** Clock (ms), for tests. */
@@ -252,13 +259,13 @@ export async function reconcile(desired: DesiredState, deps: ReconcileDeps): Pro
   const now = deps.now ?? Date.now;
   const state = deps.firewallMemory;
   let t0 = performance.now();
-  const rendered = renderFirewall(desired, deps.firewall);
-  const listFirewall = firewallListingDue(rendered, state, now(), deps.firewall?.verifySeconds ?? 0);
+  const rendered = deps.firewall.render(desired);
+  const listFirewall = firewallListingDue(rendered, state, now(), deps.firewall.verifySeconds ?? 0);
   let firewallMs = performance.now() - t0;
-  const observed = await observe(deps.runner, { listFirewall: false });
+  const observed = await observe(deps.runner, deps.firewall.table, { listFirewall: false });
   if (listFirewall) {
     t0 = performance.now();
-    observed.firewall = await observeFirewall(deps.runner);
+    observed.firewall = await observeFirewall(deps.runner, deps.firewall.table);
     firewallMs += performance.now() - t0;
   }
   t0 = performance.now();
@@ -301,7 +308,7 @@ export interface ReconcilerOptions {
   wireguardGoBinary?: string;
   /** A wireguard-go child died on its own: reconcile soon to bring the interface back. */
   onWireguardExit?: (iface: string, code: number | string) => void;
-  firewall?: FirewallOptions;
+  firewall: FirewallSpec;
   /**
    * Where to keep the kernel's listing of the table as last applied, so a
    * restarted agent can tell an untouched table from drift (and does not
@@ -347,7 +354,7 @@ export class Reconciler {
       keyFileFor: this.options.keyFileFor,
       ...(this.options.readPublicKey ? { readPublicKey: this.options.readPublicKey } : {}),
       links: this.links,
-      ...(this.options.firewall ? { firewall: this.options.firewall } : {}),
+      firewall: this.options.firewall,
       firewallMemory: this.firewallMemory,
       ...(this.options.now ? { now: this.options.now } : {}),
     };
@@ -367,7 +374,7 @@ export class Reconciler {
 
   /** Observe and plan only (an empty list means the kernel matches the document). */
   async plan(doc: DesiredState): Promise<Change[]> {
-    const observed = await observe(this.options.runner);
+    const observed = await observe(this.options.runner, this.options.firewall.table);
     return plan(doc, observed, {
       keyFor: keyForFrom(this.options),
       firewall: this.options.firewall,
@@ -376,19 +383,19 @@ export class Reconciler {
   }
 
   observe(): Promise<Observed> {
-    return observe(this.options.runner);
+    return observe(this.options.runner, this.options.firewall.table);
   }
 
   /** Drop counters; taken from this tick's listing when it is under a second old (no second dump of a large table). */
   dropCounters(): Promise<Record<string, number>> {
     const c = this.firewallMemory.counters;
     if (c && Date.now() - c.at <= 1000) return Promise.resolve({ ...c.packets });
-    return readDropCounters(this.options.runner);
+    return readDropCounters(this.options.runner, this.options.firewall.table);
   }
 
   /**
    * Stop the wireguard-go children we started (their interfaces go with
-   * them). For tests and uninstall; the agent does not call it on restart, a
+   * them). For tests and uninstall; a daemon does not call it on restart, a
    * data plane that keeps running is the point.
    */
   stopUserspace(): Promise<void> {

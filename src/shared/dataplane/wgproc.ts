@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 // Host tools are looked up on the system PATH, never node_modules/.bin (see runner.ts).
-import { SYSTEM_PATH } from '../shared/runner.js';
+import { SYSTEM_PATH } from '../runner.js';
 
 export { SYSTEM_PATH };
 

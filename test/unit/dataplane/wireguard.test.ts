@@ -11,10 +11,10 @@ import {
   wireguardCommand,
   type DesiredInterface,
   type ObservedInterface,
-} from '../../../src/node-agent/wireguard.js';
-import { WireguardGoSupervisor, type ChildHandle, type Spawner } from '../../../src/node-agent/wgproc.js';
+} from '../../../src/shared/dataplane/wireguard.js';
+import { WireguardGoSupervisor, type ChildHandle, type Spawner } from '../../../src/shared/dataplane/wgproc.js';
 import { FakeRunner } from '../../../src/shared/runner.js';
-import { testKey, twoTenants } from './dataplane-fixtures.js';
+import { testKey, twoTenants } from '../node-agent/dataplane-fixtures.js';
 
 const DUMP = [
   'PRIVATEKEY=\tPUBKEY=\t51821\toff',

@@ -10,11 +10,11 @@
  * Only routes on netwall's interfaces (`nw-*`) and rules at NETWALL_RULE_PRIORITY
  * are observed, so nothing else on the host is ever changed or removed.
  */
-import type { DesiredState } from '../shared/desired.js';
-import { sha256hex } from '../shared/crypto.js';
-import { intToIp as intToIpv4 } from '../shared/ipv4.js';
-import type { ChangeLogger, Runner } from '../shared/runner.js';
-import { TENANT_IF_PREFIX } from './names.js';
+import type { DesiredState } from '../desired.js';
+import { sha256hex } from '../crypto.js';
+import { intToIp as intToIpv4 } from '../ipv4.js';
+import type { ChangeLogger, Runner } from '../runner.js';
+import { TENANT_IF_PREFIX } from '../desired.js';
 
 // ---------------------------------------------------------------- IPv4 helpers (pure)
 
@@ -140,7 +140,8 @@ export function desiredRouting(doc: DesiredState): RoutingState {
         routes.set(routeKey(r), r);
       }
     }
-    if (t.egress.gateway && egressCidrs.size > 0) {
+    // A node steers its containers' egress into the mesh; the gateway is where it leaves, so it routes nothing of it back in.
+    if (doc.kind === 'node' && t.egress.gateway && egressCidrs.size > 0) {
       const table = String(tables.get(t.tenant));
       for (const dst of withoutCovered([...egressCidrs])) {
         const r: Route = { dst, dev: t.iface, table };

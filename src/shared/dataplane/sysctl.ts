@@ -4,7 +4,7 @@
  * (/proc/sys/net is per namespace; a write from the agent's own process would
  * hit the agent's namespace instead).
  */
-import type { ChangeLogger, Runner } from '../shared/runner.js';
+import type { ChangeLogger, Runner } from '../runner.js';
 
 /** Containers are routed, not bridged: the host must forward IPv4. */
 export const REQUIRED_SYSCTLS: Readonly<Record<string, string>> = {

@@ -7,11 +7,11 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateWireguardKeyPair, sha256hex, wireguardPublicKey } from '../shared/crypto.js';
-import type { DesiredState, PeerState, TenantState } from '../shared/desired.js';
-import { writeFileAtomic } from '../shared/fsutil.js';
-import type { ChangeLogger, Runner } from '../shared/runner.js';
-import { TENANT_IF_PREFIX } from './names.js';
+import { generateWireguardKeyPair, sha256hex, wireguardPublicKey } from '../crypto.js';
+import type { DesiredState, PeerState, TenantState } from '../desired.js';
+import { writeFileAtomic } from '../fsutil.js';
+import type { ChangeLogger, Runner } from '../runner.js';
+import { TENANT_IF_PREFIX } from '../desired.js';
 import { normalizeCidr } from './routes.js';
 import type { WireguardGoSupervisor } from './wgproc.js';
 

@@ -8,8 +8,8 @@ import {
   parseRules,
   planRoutes,
   routeCommand,
-} from '../../../src/node-agent/routes.js';
-import { twoTenants } from './dataplane-fixtures.js';
+} from '../../../src/shared/dataplane/routes.js';
+import { twoTenants } from '../node-agent/dataplane-fixtures.js';
 
 test('normalizeCidr canonicalises addresses and networks', (t) => {
   t.is(normalizeCidr('10.1.2.3'), '10.1.2.3/32');
