@@ -16,6 +16,7 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { ROUTER_PORT, type GatewayExposure, type RouterGrant } from '../shared/desired.js';
 import { NetwallError } from '../shared/errors.js';
+import type { Upstream } from './public/types.js';
 import {
   AUTH_FAILURES,
   authorizeRouterClient,
@@ -31,10 +32,6 @@ import {
   type RouterAuthFailure,
 } from '../shared/router-protocol.js';
 
-/** What the public side calls to get a byte stream to one entry point of an exposure. */
-export interface Upstream {
-  open(exposure: GatewayExposure, client: { address: string; port: number }): Promise<Duplex>;
-}
 
 export interface RouterServerOptions {
   /** This gateway's host name (sent in the hello, covered by the client's signature). */

@@ -6,7 +6,8 @@
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { NetwallError, ValidationError } from '../shared/errors.js';
+import { NetwallError } from '../shared/errors.js';
+import { parsePorts, parseSeconds, required, runMain, stopOnSignals, UsageError } from '../shared/program.js';
 import { enrollHost, loadIdentity } from '../shared/host-state.js';
 import { loadCachedDocument } from '../shared/host-state.js';
 import { ExecaRunner } from '../shared/runner.js';
@@ -54,30 +55,12 @@ const options = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-class UsageError extends Error {}
-
-function required(v: string | undefined, flag: string): string {
-  if (!v) throw new UsageError(`${flag} is required`);
-  return v;
-}
-
-function ports(text: string, flag: string): number[] {
-  return text
-    .split(',')
-    .filter(Boolean)
-    .map((p) => {
-      const n = Number(p);
-      if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`${flag}: "${p}" is not a port`);
-      return n;
-    });
-}
-
 /** The firewall options `run` enforces; `plan` must compare against the same. */
 function firewallOptions(v: { 'underlay-restrict'?: boolean; 'underlay-allow-tcp'?: string; 'underlay-if'?: string }) {
   return {
     underlay: {
       restrictInput: v['underlay-restrict'] ?? false,
-      allowTcpPorts: ports(v['underlay-allow-tcp'] ?? '22', '--underlay-allow-tcp'),
+      allowTcpPorts: parsePorts(v['underlay-allow-tcp'] ?? '22', '--underlay-allow-tcp'),
       ...(v['underlay-if'] ? { interfaces: v['underlay-if'].split(',') } : {}),
     },
   };
@@ -108,8 +91,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'run': {
-      const interval = Number(v.interval ?? env.NETWALL_INTERVAL ?? 10);
-      if (!(interval >= 1 && interval <= 3600)) throw new UsageError('--interval: 1-3600 seconds');
+      const interval = parseSeconds(v.interval ?? env.NETWALL_INTERVAL ?? '10', '--interval', 1, 3600);
       const mode = (v.wireguard ?? 'auto') as WireguardMode;
       if (!['auto', 'kernel', 'userspace'].includes(mode)) throw new UsageError('--wireguard: auto, kernel or userspace');
       const agent = new Agent({
@@ -124,15 +106,7 @@ async function main(argv: string[]): Promise<void> {
         log: (line) => console.log(line),
       });
       await agent.start();
-      const stop = (signal: string) => {
-        console.log(`[netwall] ${signal}: stopping (the data plane stays up)`);
-        agent.stop().then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
-      };
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
+      stopOnSignals(() => agent.stop(), console.log, 'the data plane stays up');
       return;
     }
     case 'plan': {
@@ -174,8 +148,4 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-main(process.argv.slice(2)).catch((err: Error) => {
-  const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') || err instanceof ValidationError;
-  console.error(`netwall-agent: ${err.message}${usage ? ' (see netwall-agent --help)' : ''}`);
-  process.exit(usage ? 2 : 1);
-});
+runMain('netwall-agent', () => main(process.argv.slice(2)));

@@ -1,51 +1,15 @@
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { applyFirewallChange, elementsTransaction, parseCounters, parseListing, planFirewall, readDropCounters, replaceTransaction, tableHash, validMemory, withCounterValues, type FirewallChange, type FirewallMemory, type RenderedFirewall } from '../../../src/shared/dataplane/nft-table.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { applyFirewallChange, elementsTransaction, parseCounters, parseListing, planFirewall, readDropCounters, tableHash, validMemory, withCounterValues, type FirewallChange, type FirewallMemory, type RenderedFirewall } from '../../../src/shared/dataplane/nft-table.js';
 import { egressElements, mergePorts } from '../../../src/shared/dataplane/nft-elements.js';
 import { NODE_TABLE, renderFirewall, type FirewallOptions } from '../../../src/node-agent/nftables.js';
 import { cidrRange } from '../../../src/shared/dataplane/routes.js';
-import { SYSTEM_PATH } from '../../../src/shared/dataplane/wgproc.js';
 import type { DesiredState } from '../../../src/shared/desired.js';
 import { FakeRunner } from '../../../src/shared/runner.js';
+import { golden } from '../../helpers/golden.js';
+import { nftCheck } from '../../helpers/nft.js';
 import { emptyNode, large, twoTenants } from './dataplane-fixtures.js';
-
-const goldenDir = join(dirname(fileURLToPath(import.meta.url)), '../../golden/node-agent');
-
-/** Compare with test/golden/node-agent/NAME; `UPDATE_GOLDEN=1` rewrites it. */
-function golden(name: string, actual: string): string | null {
-  const path = join(goldenDir, name);
-  if (process.env.UPDATE_GOLDEN === '1') {
-    mkdirSync(goldenDir, { recursive: true });
-    writeFileSync(path, actual);
-    return null;
-  }
-  if (!existsSync(path)) return `golden file ${path} is missing: run with UPDATE_GOLDEN=1 to create it`;
-  const expected = readFileSync(path, 'utf8');
-  return expected === actual ? null : `rendered text differs from ${path}; if the change is intended, rerun with UPDATE_GOLDEN=1`;
-}
-
-/** The real nftables binary (under npx, PATH finds @vercel/nft's `nft` first), or null. */
-const NFT = SYSTEM_PATH.split(':').map((d) => join(d, 'nft')).find((p) => existsSync(p)) ?? null;
-
-/** `nft -c` (check only, changes nothing) needs root and the binary. */
-function nftCheck(text: string): string | null | 'skip' {
-  if (process.getuid?.() !== 0 || !NFT) return 'skip';
-  const dir = mkdtempSync(join(tmpdir(), 'nwt-nft-'));
-  try {
-    const file = join(dir, 'table.nft');
-    writeFileSync(file, replaceTransaction(text, NODE_TABLE));
-    execFileSync(NFT, ['-c', '-f', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
-    return null;
-  } catch (err) {
-    return String((err as { stderr?: Buffer }).stderr ?? err);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 const cases: [string, () => DesiredState, FirewallOptions][] = [
   ['empty-node.nft', emptyNode, {}],
@@ -56,12 +20,11 @@ const cases: [string, () => DesiredState, FirewallOptions][] = [
 for (const [name, doc, options] of cases) {
   test(`golden: ${name}`, (t) => {
     const { text } = renderFirewall(doc(), options);
-    const problem = golden(name, text);
-    t.is(problem, null, problem ?? '');
+    golden(t, `node-agent/${name}`, text);
   });
 
   test(`nft -c accepts ${name}`, (t) => {
-    const result = nftCheck(renderFirewall(doc(), options).text);
+    const result = nftCheck(renderFirewall(doc(), options).text, NODE_TABLE);
     if (result === 'skip') {
       t.log('skipped: needs root and nft');
       t.pass();
@@ -73,7 +36,7 @@ for (const [name, doc, options] of cases) {
 
 test('the nft -c check is real: it rejects a broken table', (t) => {
   const broken = renderFirewall(twoTenants()).text.replace('goto drop_policy', 'goto no_such_chain');
-  const result = nftCheck(broken);
+  const result = nftCheck(broken, NODE_TABLE);
   if (result === 'skip') {
     t.pass();
     return;
@@ -125,7 +88,7 @@ test('scale: 10,000 workloads and 1,000 policies give O(policies) rules, not O(w
 });
 
 test('nft -c accepts the 10,000-workload table', (t) => {
-  const result = nftCheck(renderFirewall(large(10, 1000, 50, 100)).text);
+  const result = nftCheck(renderFirewall(large(10, 1000, 50, 100)).text, NODE_TABLE);
   if (result === 'skip') {
     t.pass();
     return;
@@ -172,7 +135,7 @@ const TWO_OPTIONS: FirewallOptions = { underlay: { restrictInput: true, interfac
 
 /** The kernel's listing (nft 1.0.6) of the two-tenants table: structure, elements and counters as the agent sees them. */
 function kernelListing(): string {
-  return readFileSync(join(goldenDir, 'two-tenants.kernel-listing.txt'), 'utf8');
+  return readFileSync(join(import.meta.dirname, '../../golden/node-agent/two-tenants.kernel-listing.txt'), 'utf8');
 }
 
 /** Members as the kernel lists them right after a replace with `r`, as a memory would record them. */
