@@ -196,7 +196,6 @@ export interface LabState {
   startedAt: string;
   readyAt?: string;
   seconds?: number;
-  gateways: boolean;
   containers: Record<string, ContainerInfo>;
   /** Network namespaces podman made (deleted at down if podman left them). */
   sandboxes: string[];
@@ -239,7 +238,6 @@ export class LabWorld {
       dir: this.dir,
       phase: 'creating',
       startedAt: new Date().toISOString(),
-      gateways: false,
       containers: {},
       sandboxes: [],
       createdRunDir: false,
@@ -547,18 +545,9 @@ export class LabWorld {
     return r.body as Record<string, unknown>;
   }
 
-  // ------------------------------------------------------------ gateways (programs come with the gateway issue)
+  // ------------------------------------------------------------ gateways
 
-  /** The gateway program exists in this build (dist/gateway/main.js). */
-  gatewayProgramAvailable(): boolean {
-    return existsSync(this.dist('gateway/main.js'));
-  }
-
-  /**
-   * Hook for the gateway issue: enroll and run `netwall-gateway` on gateway1/2
-   * with the flags the agent uses (assumed: enroll --coordinator --token --name
-   * --endpoint --mgmt-address --public-address --state-dir; run --state-dir).
-   */
+  /** Enroll (once) and run `netwall-gateway` on a gateway host, with the flags a real install uses. */
   async startGateway(g: GatewayName): Promise<void> {
     const spec = HOSTS[g];
     const base = [...this.enter(g), process.execPath, this.dist('gateway/main.js')];
@@ -740,7 +729,7 @@ export class LabWorld {
         };
       }
       if (h === 'gateway1' || h === 'gateway2') {
-        programs['netwall-gateway'] = this.gatewayProgramAvailable() ? { pid: this.pidOf(h), healthy: this.pidOf(h) !== null } : { pid: null, healthy: false, note: 'not built yet (gateway issue)' };
+        programs['netwall-gateway'] = { pid: this.pidOf(h), healthy: this.pidOf(h) !== null };
       }
       if (h === 'internet') programs['httpd'] = { pid: this.pidOf('internet-httpd'), healthy: this.pidOf('internet-httpd') !== null, url: `http://${INTERNET_WEB}/` };
       hosts[h] = { namespace: this.ns(h), up: nsPresent.has(this.ns(h)), addresses, programs };

@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ROUTER_PORT } from '../src/shared/desired.js';
 import {
   COORDINATOR_PORT,
   COORDINATOR_URL,
@@ -96,22 +97,9 @@ async function up(): Promise<void> {
       await w.startAgent(n);
     }
 
-    if (w.gatewayProgramAvailable()) {
-      try {
-        for (const g of GATEWAYS) {
-          say(`${g}: enroll and start netwall-gateway`);
-          await w.startGateway(g);
-        }
-        w.state.gateways = true;
-      } catch (err) {
-        // The gateway's command line is still being written: the rest of the demo does not need it.
-        for (const g of GATEWAYS) await w.stopProcess(g);
-        w.state.notes.push(`netwall-gateway did not start (${(err as Error).message.split('\n')[0]}); no exposures and no egress rule were created`);
-        say('netwall-gateway did not start: continuing without gateways (see status notes)');
-      }
-    } else {
-      w.state.notes.push('netwall-gateway is not built yet: gateway1/gateway2 are bare hosts; no exposures and no egress rule were created');
-      say('netwall-gateway not built yet: gateway1/gateway2 stay bare hosts (no exposures, no egress)');
+    for (const g of GATEWAYS) {
+      say(`${g}: enroll with a token, start netwall-gateway (public HTTP on ${HOSTS[g].public}:80, HTTPS :443)`);
+      await w.startGateway(g);
     }
 
     say(`internet: a web server on ${INTERNET_WEB}:80`);
@@ -128,12 +116,10 @@ async function up(): Promise<void> {
       say(`${c.name}: ${info.ip}`);
     }
 
-    if (w.state.gateways) {
-      say('exposures web.acme.test (tunnel, both gateways) and app.globex.test (mesh); acme egress to the internet web server, port 80 only');
-      await w.cli(['exposure', 'set', '--tenant', 'acme', 'web', '--protocol', 'http', '--hostname', 'web.acme.test', '--mode', 'tunnel', '--gateway', 'gateway1', '--gateway', 'gateway2', '--selector', 'app=web', '--port', '8080']);
-      await w.cli(['exposure', 'set', '--tenant', 'globex', 'app', '--protocol', 'http', '--hostname', 'app.globex.test', '--mode', 'mesh', '--gateway', 'gateway1', '--gateway', 'gateway2', '--selector', 'app=app', '--port', '8080']);
-      await w.cli(['egress', 'set', '--tenant', 'acme', 'internet', '--gateway', 'gateway1', '--allow', `tcp:${INTERNET_WEB}/32:80`]);
-    }
+    say('exposures web.acme.test (tunnel, both gateways) and app.globex.test (mesh); acme egress to the internet web server, port 80 only');
+    await w.cli(['exposure', 'set', '--tenant', 'acme', 'web', '--protocol', 'http', '--hostname', 'web.acme.test', '--mode', 'tunnel', '--gateway', 'gateway1', '--gateway', 'gateway2', '--selector', 'app=web', '--port', '8080']);
+    await w.cli(['exposure', 'set', '--tenant', 'globex', 'app', '--protocol', 'http', '--hostname', 'app.globex.test', '--mode', 'mesh', '--gateway', 'gateway1', '--gateway', 'gateway2', '--selector', 'app=app', '--port', '8080']);
+    await w.cli(['egress', 'set', '--tenant', 'acme', 'internet', '--gateway', 'gateway1', '--allow', `tcp:${INTERNET_WEB}/32:80`]);
 
     say('waiting for both agents to apply the latest version');
     await waitUntil(
@@ -163,7 +149,7 @@ async function up(): Promise<void> {
     w.state.phase = 'failed';
     w.saveState();
     say(`up failed: ${(err as Error).message}`);
-    for (const p of ['coordinator', ...NODES]) {
+    for (const p of ['coordinator', ...NODES, ...GATEWAYS]) {
       const t = tail(w.logPath(p), 8);
       if (t) say(`last lines of ${w.logPath(p)}:\n${t}`);
     }
@@ -202,13 +188,19 @@ function printTry(w: LabWorld): void {
     '  # change the policy and watch it apply within a second',
     "  scripts/lab netwall -- policy set --tenant acme db-to-web --from app=db --to app=web --allow tcp:8080",
     `  scripts/lab exec acme-db -- curl -m 3 http://${ip('acme-web')}:8080/        # now works`,
+    '  # the public side: through either gateway (web.acme.test: tunnel mode, app.globex.test: mesh mode)',
+    `  scripts/lab exec internet -- curl -m 3 -H 'Host: web.acme.test' http://${HOSTS.gateway1.public}/`,
+    `  scripts/lab exec internet -- curl -m 3 -H 'Host: app.globex.test' http://${HOSTS.gateway2.public}/`,
+    `  scripts/lab exec internet -- curl -m 3 -H 'Host: nobody.test' http://${HOSTS.gateway1.public}/     # 404: nothing forwarded`,
+    `  scripts/lab exec gateway1 -- curl -m 3 http://${ip('acme-web')}:8080/       # tunnel mode: the entry point accepts no connection, not even from a gateway`,
+    '  scripts/lab exec gateway1 -- curl -s http://127.0.0.1:7401/healthz   # router sessions, applied version (admin endpoint: loopback only)',
+    '  # egress: acme reaches the internet web server on port 80 only, through gateway1 (masqueraded)',
+    `  scripts/lab exec acme-web -- curl -m 3 http://${INTERNET_WEB}/            # works`,
+    `  scripts/lab exec globex-app -- curl -m 3 http://${INTERNET_WEB}/          # no egress rule: fails`,
     '  # a container of your own',
     `  scripts/lab netwall -- tenant create initech`,
     '',
   ];
-  if (!w.state.gateways) {
-    lines.push('  Gateways: not built yet, so no exposures (web.acme.test, app.globex.test) and no egress rule; they come with the gateway issue.', '');
-  }
   lines.push('  scripts/lab down                                         # remove everything', '');
   console.log(lines.join('\n'));
 }
@@ -298,8 +290,6 @@ interface IntentRow {
   path?: string;
   hostname?: string;
   expect: Verdict;
-  /** The expectation once gateways run (egress through gateway1). */
-  withGateways?: Verdict;
   why: string;
   /**
    * Only for a probe from a lab host to a container: for the probe's duration,
@@ -315,7 +305,7 @@ const svc = (name: string) => ({ to: name, ...serviceOf(containerOf(name)) });
 
 /**
  * The demo's intent, in one table: what `scripts/lab up` sets up (policies
- * web-to-db and app-to-db, no egress without gateways, NAT-only containers,
+ * web-to-db and app-to-db, acme's egress rule, the exposures, NAT-only containers,
  * --underlay-restrict) and therefore what must work and what must not.
  * Controls (allowed) show that each denied probe had something to reach.
  */
@@ -344,7 +334,8 @@ const DEMO_INTENT: IntentRow[] = [
     { from: c.name, to: `${c.node}:public`, probe: 'ping', expect: 'denied', why: `its node's public address` },
   ]),
   // egress: only acme, only to the internet web server on port 80, only through a gateway
-  { from: 'acme-web', to: INTERNET_WEB, probe: 'http', port: 80, expect: 'denied', withGateways: 'allowed', why: 'acme egress rule (tcp 80 via gateway1); without gateways there is no egress' },
+  { from: 'acme-web', to: INTERNET_WEB, probe: 'http', port: 80, expect: 'allowed', why: 'acme egress rule: tcp 80, through gateway1 (masqueraded there)' },
+  { from: 'acme-web', to: INTERNET_WEB, probe: 'tcp', port: 8080, expect: 'denied', why: 'egress allows port 80 only' },
   { from: 'acme-web', to: INTERNET_WEB, probe: 'ping', expect: 'denied', why: 'egress allows tcp 80 only' },
   { from: 'globex-app', to: INTERNET_WEB, probe: 'http', port: 80, expect: 'denied', why: 'globex has no egress rule' },
   // other nodes' hosts reach no container, over the mesh or over the underlay
@@ -359,16 +350,17 @@ const DEMO_INTENT: IntentRow[] = [
   ]),
 ];
 
-/**
- * GATEWAYS — public requests through gateway1 and gateway2 (issue 5 §5).
- * Probed only when `scripts/lab up` started netwall-gateway (state.gateways);
- * otherwise skipped with a printed note. Assumed until the gateway program
- * exists: HTTP on port 80 of each gateway's public address, routed by Host.
- */
-const GATEWAY_INTENT: IntentRow[] = (['gateway1', 'gateway2'] as const).flatMap((g): IntentRow[] => [
-  { from: 'internet', to: `${g}:public`, probe: 'http', port: 80, hostname: 'web.acme.test', expect: 'allowed', why: `exposure acme/web (tunnel mode) on ${g}` },
-  { from: 'internet', to: `${g}:public`, probe: 'http', port: 80, hostname: 'app.globex.test', expect: 'allowed', why: `exposure globex/app (mesh mode) on ${g}` },
-]);
+/** The public side: requests through gateway1 and gateway2; what the gateways themselves may and may not reach. */
+const GATEWAY_INTENT: IntentRow[] = [
+  ...(['gateway1', 'gateway2'] as const).flatMap((g): IntentRow[] => [
+    { from: 'internet', to: `${g}:public`, probe: 'http', port: 80, hostname: 'web.acme.test', expect: 'allowed', why: `exposure acme/web (tunnel mode) on ${g}` },
+    { from: 'internet', to: `${g}:public`, probe: 'http', port: 80, hostname: 'app.globex.test', expect: 'allowed', why: `exposure globex/app (mesh mode) on ${g}` },
+    { from: 'internet', to: `${g}:public`, probe: 'tcp', port: ROUTER_PORT, expect: 'denied', why: 'the router server listens on mesh addresses only; the public side admits the listeners only' },
+  ]),
+  { from: 'gateway1', ...svc('acme-web'), expect: 'denied', why: 'tunnel mode: the entry point accepts no connection, not even from its gateway' },
+  { from: 'gateway1', ...svc('globex-app'), expect: 'allowed', why: "mesh mode: its node admits the gateway's mesh address to the exposed port" },
+  { from: 'gateway1', ...svc('globex-db'), expect: 'denied', why: 'mesh mode admits the exposed workload and port only' },
+];
 
 interface ProbeResult {
   probe: string;
@@ -516,7 +508,7 @@ async function check(json: boolean): Promise<void> {
   const w = world();
   if (!existsSync(DIR) || !(await isUp(w))) {
     const error = existsSync(DIR) ? `the lab is not ready (phase ${w.state.phase}, or a program or container stopped): scripts/lab status` : 'the lab is down: scripts/lab up';
-    if (json) console.log(JSON.stringify({ ok: false, error, probes: [], skipped: [] }, null, 2));
+    if (json) console.log(JSON.stringify({ ok: false, error, probes: [] }, null, 2));
     else say(error);
     process.exitCode = 2;
     return;
@@ -524,11 +516,7 @@ async function check(json: boolean): Promise<void> {
   process.once('SIGINT', removePendingRoutesAndExit);
   process.once('SIGTERM', removePendingRoutesAndExit);
 
-  const gateways = w.state.gateways;
-  const rows = [...DEMO_INTENT, ...(gateways ? GATEWAY_INTENT : [])].map((r) => ({ r, expected: gateways && r.withGateways ? r.withGateways : r.expect }));
-  const skipped = gateways
-    ? []
-    : [{ section: 'gateways', probes: GATEWAY_INTENT.map(probeName), reason: 'no netwall-gateway program runs in this lab (not built yet, or it did not start: scripts/lab status)' }];
+  const rows = [...DEMO_INTENT, ...GATEWAY_INTENT].map((r) => ({ r, expected: r.expect }));
   // Injected routes change the prober's routing (a node's, too): those probes run after the others, never beside them.
   const plain = await pool(rows.filter((x) => !x.r.routeVia), 8, (x) => probeRow(w, x.r, x.expected));
   const routed = await pool(rows.filter((x) => x.r.routeVia), 8, (x) => probeRow(w, x.r, x.expected));
@@ -537,7 +525,7 @@ async function check(json: boolean): Promise<void> {
   const seconds = Math.round((Date.now() - t0) / 100) / 10;
 
   if (json) {
-    console.log(JSON.stringify({ ok, lab: PREFIX, gateways, seconds, probes, skipped }, null, 2));
+    console.log(JSON.stringify({ ok, lab: PREFIX, seconds, probes }, null, 2));
   } else {
     const width = Math.max(...probes.map((p) => p.probe.length)) + 2;
     console.log(`${'PROBE'.padEnd(width)}${'EXPECTED'.padEnd(10)}${'GOT'.padEnd(34)}OK    WHY`);
@@ -545,7 +533,6 @@ async function check(json: boolean): Promise<void> {
       const got = p.got === 'answered' ? p.detail : p.detail === p.got ? p.got : `${p.got}: ${p.detail}`;
       console.log(`${p.probe.padEnd(width)}${p.expected.padEnd(10)}${got.slice(0, 32).padEnd(34)}${(p.ok ? 'ok' : 'FAIL').padEnd(6)}${p.why}`);
     }
-    for (const s of skipped) console.log(`\nnote: ${s.section} probes skipped (${s.probes.length}): ${s.reason}`);
     const failed = probes.filter((p) => !p.ok);
     console.log(`\n${probes.length - failed.length}/${probes.length} probes as expected${failed.length ? `; MISMATCH: ${failed.map((p) => p.probe).join('; ')}` : ''} (${seconds} s)`);
   }
