@@ -43,6 +43,7 @@ export const DROP_REASONS = [
   'transit', // mesh traffic not for a local container
   'underlay', // underlay → tenant addresses or netwall interfaces
   'input', // underlay → host, when the underlay input is restricted
+  'tunnel_entry', // → a tunnel-mode entry point: it accepts no connection at all, whatever the policies say
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -199,6 +200,7 @@ function renderForward(): string[] {
     '\t\tiifname . ip saddr != @veth_addr goto drop_spoof',
     '\t\tct state established,related accept',
     '\t\tct state invalid goto drop_invalid',
+    '\t\tip daddr @tunnel_entry goto drop_tunnel_entry',
     `\t\toifname != ${nwc} oifname != ${nw} goto drop_egress`,
     '\t\tip saddr vmap @container_tenant',
     '\t\tgoto drop_spoof',
@@ -207,6 +209,7 @@ function renderForward(): string[] {
     '\t\tmeta nfproto ipv6 goto drop_ipv6',
     '\t\tct state established,related accept',
     '\t\tct state invalid goto drop_invalid',
+    '\t\tip daddr @tunnel_entry goto drop_tunnel_entry',
     `\t\toifname != ${nwc} goto drop_transit`,
     '\t\tiifname vmap @mesh_tenant',
     '\t\tgoto drop_transit',
@@ -233,6 +236,9 @@ export function renderFirewall(doc: DesiredState, options: FirewallOptions = {})
   table.set('tenant_nets', 'ipv4_addr', ...intervalArgs(addressElements(tenants.map((t) => t.subnet))));
   const veths = tenants.flatMap((t) => t.workloads.map((w) => `"${vethName(t.tenant, w.name)}" . ${stripPrefix(w.address)}`));
   table.set('veth_addr', 'ifname . ipv4_addr', [...new Set(veths)].sort(), [], true);
+  // Local tunnel-mode entry points: reached only through their own outbound connections.
+  const tunnelEntries = tenants.flatMap((t) => t.entryPoints.filter((e) => e.mode === 'tunnel').map((e) => e.address));
+  table.set('tunnel_entry', 'ipv4_addr', addressElements(tunnelEntries).elements, [], true);
   table.set('container_tenant', 'ipv4_addr : verdict', tenants.map((t) => `${addrElement(t.subnet)} : jump c_${tenantIdent(t.tenant)}`), ['interval']);
   table.set('mesh_tenant', 'ifname : verdict', tenants.map((t) => `"${t.iface}" : jump m_${tenantIdent(t.tenant)}`));
   if (underlay.restrictInput) {

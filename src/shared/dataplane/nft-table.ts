@@ -8,7 +8,7 @@
  *   (tables, chains, rules, set declarations; hashed into the table comment)
  *   changes, when it is missing, or when it drifted;
  * - element delta: `create element` / `delete element` lines on the
- *   workload-dependent sets (named `veth_addr` or `g_*`) when only their
+ *   workload-dependent sets (`veth_addr`, `tunnel_entry`, `g_*`) when only their
  *   members changed since our last apply.
  * Every drop goes through `drop_<reason>`: a named counter `d_<reason>` and a
  * rate-limited log.
@@ -157,8 +157,8 @@ export interface ObservedFirewall {
   table: LiveTable | null | undefined;
 }
 
-/** Sets whose members follow the workloads (never part of the structure hash). */
-export const isElementSetName = (name: string): boolean => name === 'veth_addr' || name.startsWith('g_');
+/** Sets whose members follow the workloads (never part of the structure hash): `veth_addr`, `tunnel_entry`, the groups `g_*`. */
+export const isElementSetName = (name: string): boolean => name === 'veth_addr' || name === 'tunnel_entry' || name.startsWith('g_');
 
 /**
  * Split a kernel listing (nft 1.0 text format) into structure, elements and

@@ -161,7 +161,7 @@ test('the structure hash ignores workload set members; the full text carries the
   t.is(a.hash, b.hash, 'a workload coming changes members only');
   t.not(a.text, b.text);
   t.true(b.text.includes('10.1.1.12'));
-  t.deepEqual(Object.keys(a.elementSets).sort(), ['g_acme_app_db_61949d', 'g_acme_app_web_686126', 'g_acme_gw_636777', 'g_beta_corp_app_api_e10182', 'veth_addr']);
+  t.deepEqual(Object.keys(a.elementSets).sort(), ['g_acme_app_db_61949d', 'g_acme_app_web_686126', 'g_acme_gw_636777', 'g_beta_corp_app_api_e10182', 'tunnel_entry', 'veth_addr']);
   t.deepEqual(b.elementSets.g_acme_app_web_686126?.elements, ['10.1.1.10', '10.1.1.12', '10.1.2.10']);
   const structural = twoTenants();
   structural.tenants[0]!.firewall.rules[0]!.ports = [{ from: 5433, to: 5433 }];
