@@ -41,6 +41,8 @@ export interface Output {
   raw?: boolean;
   /** A remark for people on stderr (not printed under `--json`). */
   note?: string;
+  /** The exit status when not 0 (e.g. `policy explain`: 1 = denied). */
+  exitCode?: number;
 }
 
 export interface Command {
@@ -52,6 +54,8 @@ export interface Command {
   args?: readonly string[];
   options?: Readonly<Record<string, OptionSpec>>;
   examples?: readonly string[];
+  /** The exit status for API and runtime errors (default 1; 2 where 1 means an answer, like `grep`). */
+  errorExitCode?: number;
   run(inv: Invocation): Promise<Output>;
 }
 

@@ -29,13 +29,14 @@ import {
   formatCounts,
   formatDetail,
   formatDestination,
+  formatFlowPorts,
   formatLabels,
   formatTime,
   renderFields,
   renderTable,
   type Column,
 } from './format.js';
-import { parseAllowRules, parseEgressDestination, parseInteger, parseLabels, parsePort } from './parse.js';
+import { parseAllowRules, parseEgressDestination, parseInteger, parseLabels, parsePort, UsageError } from './parse.js';
 
 // Loose views of the API's answers: the CLI shows what it gets and never
 // fails on a field it does not know or a field that is missing.
@@ -330,6 +331,166 @@ const egress: ScopedResource = {
     ]),
 };
 
+/* ------------------------------------------------------ policy questions */
+
+const POLICY_BODY_OPTIONS: Record<string, OptionSpec> = {
+  from: { type: 'string', multiple: true, arg: 'KEY=VALUE', required: true, help: 'source selector, repeatable (`*` = all workloads)' },
+  to: { type: 'string', multiple: true, arg: 'KEY=VALUE', required: true, help: 'destination selector, repeatable (`*` = all workloads)' },
+  allow: { type: 'string', multiple: true, arg: 'PROTO[:PORTS]', required: true, help: 'tcp:5432, tcp:80,443, tcp:8000-8080, udp:53, icmp, tcp (all ports); repeatable' },
+};
+
+function policyBody(inv: Invocation): Obj {
+  return {
+    from: parseLabels(needList(inv, 'from'), '--from'),
+    to: parseLabels(needList(inv, 'to'), '--to'),
+    allow: parseAllowRules(needList(inv, 'allow')),
+  };
+}
+
+/** A policy rule, egress destination or entry point an explanation cites, in one line. */
+function ruleMatch(r: Obj): string {
+  if (r.kind === 'policy') return `${formatLabels(labelsOf(r.from))} -> ${formatLabels(labelsOf(r.to))} ${formatFlowPorts(r)}`;
+  if (r.kind === 'egress') return `${formatDestination({ ...r, ports: formatFlowPorts(r) === r.protocol ? undefined : r.ports })} via ${cell(r.gateway)}`;
+  return `router client -> ${cell(r.gateway)} ${formatFlowPorts(r)}`;
+}
+
+/** Flows grouped per (from, to): `tcp:5432 icmp`. */
+function flowRows(flows: Obj[], extra: (f: Obj) => Obj = () => ({})): Obj[] {
+  const rows: Obj[] = [];
+  for (const f of flows) {
+    const last = rows[rows.length - 1];
+    if (last && last.from === f.from && last.to === f.to && last.sign === extra(f).sign) {
+      (last.allow as string[]).push(formatFlowPorts(f));
+      for (const p of arr(f.policies)) if (!(last.policies as unknown[]).includes(p)) (last.policies as unknown[]).push(p);
+    } else {
+      rows.push({ from: f.from, to: f.to, allow: [formatFlowPorts(f)], policies: [...arr(f.policies)], ...extra(f) });
+    }
+  }
+  return rows;
+}
+
+const allowCell = (r: Obj): string => (r.allow as string[]).join(' ');
+
+function reachabilityCommands(): Command[] {
+  return [
+    {
+      path: ['policy', 'explain'],
+      summary: 'Say whether a flow from a workload is allowed, and which rules allow it (or that nothing does)',
+      description:
+        "--to is a workload of the tenant or an IPv4 address (another tenant's, a host's, or outside the mesh, where egress rules decide). " +
+        'Without --port, tcp/udp ask which ports are allowed. The answer comes from the policy model, as the nodes enforce it for new connections. ' +
+        'Exit status, for scripts (like grep): 0 allowed, 1 denied, 2 usage, API or network error.',
+      options: {
+        tenant: TENANT_OPT,
+        from: { type: 'string', arg: 'WORKLOAD', required: true, help: 'the source workload' },
+        to: { type: 'string', arg: 'WORKLOAD|IP', required: true, help: 'the destination: a workload of the tenant or an IPv4 address' },
+        proto: { type: 'string', arg: 'PROTO', choices: ['tcp', 'udp', 'icmp'], required: true, help: 'tcp, udp or icmp' },
+        port: { type: 'string', arg: 'PORT', help: 'the destination port (tcp/udp); omit to list the allowed ports' },
+      },
+      errorExitCode: 2,
+      examples: [
+        'netwall policy explain --tenant acme --from web1 --to db1 --proto tcp --port 5432',
+        'netwall policy explain --tenant acme --from web1 --to 203.0.113.10 --proto tcp',
+        'netwall policy explain --tenant acme --from web1 --to db1 --proto tcp --port 22 || echo denied',
+      ],
+      async run(inv) {
+        const protocol = need(inv, 'proto');
+        const portText = str(inv, 'port');
+        if (portText !== undefined && protocol === 'icmp') throw new UsageError('--port: icmp has no ports');
+        const body = { from: need(inv, 'from'), to: need(inv, 'to'), protocol, ...(portText !== undefined && { port: parsePort(portText) }) };
+        const { body: answer } = await inv.client().post(apiPath('v1', 'tenants', tenantOf(inv), 'reachability', 'explain'), body);
+        const a = (answer ?? {}) as Obj;
+        const rules = arr(a.rules) as Obj[];
+        const table = rules.length
+          ? `\n\n${renderTable<Obj>(
+              [
+                { header: 'kind', value: (r) => r.kind },
+                { header: 'name', value: (r) => r.name },
+                { header: 'match', value: ruleMatch },
+              ],
+              rules,
+            )}`
+          : '';
+        return {
+          data: answer,
+          text: `${cell(a.verdict)}${table}`,
+          ...(typeof a.warning === 'string' && { note: `warning: ${cell(a.warning)}` }),
+          exitCode: a.allowed === true ? 0 : 1,
+        };
+      },
+    },
+    {
+      path: ['policy', 'what-if'],
+      summary: 'Show how the reachability matrix would change if a policy were set (or deleted), without changing anything',
+      description:
+        "Takes the same flags (or --file) as 'policy set', or --delete. The server validates the policy exactly as 'policy set' would. " +
+        'Prints the flows (or ports) that would become allowed (+) and those that would stop being allowed (-).',
+      args: ['name'],
+      options: {
+        tenant: TENANT_OPT,
+        ...Object.fromEntries(Object.entries(POLICY_BODY_OPTIONS).map(([k, o]) => [k, { ...o, required: false }])),
+        file: FILE_OPT,
+        delete: { type: 'boolean', help: 'what deleting the policy would change (no other flags)' },
+      },
+      examples: [
+        'netwall policy what-if --tenant acme allow-web-db --from app=web --to app=db --allow tcp:5432',
+        'netwall policy what-if --tenant acme allow-web-db --file policy.json',
+        'netwall policy what-if --tenant acme allow-web-db --delete',
+      ],
+      async run(inv) {
+        const path = apiPath('v1', 'tenants', tenantOf(inv), 'policies', inv.args.name!, 'what-if');
+        let answer: unknown;
+        if (flag(inv, 'delete')) {
+          const clash = ['from', 'to', 'allow', 'file'].filter((f) => inv.values[f] !== undefined);
+          if (clash.length) throw new UsageError(`--delete cannot be combined with ${clash.map((f) => `--${f}`).join(', ')}`);
+          ({ body: answer } = await inv.client().delete(path));
+        } else {
+          const body = (await bodyFromFile(inv, Object.keys(POLICY_BODY_OPTIONS))) ?? policyBody(inv);
+          ({ body: answer } = await inv.client().put(path, body));
+        }
+        const a = (answer ?? {}) as Obj;
+        const added = list(a, 'added');
+        const removed = list(a, 'removed');
+        const what = a.op === 'delete' ? `Deleting policy ${cell(a.policy)}` : `${a.created === true ? 'Creating' : 'Replacing'} policy ${cell(a.policy)}`;
+        if (added.length + removed.length === 0) return { data: answer, text: `${what} would change no flow.` };
+        const rows = [...flowRows(added, () => ({ sign: '+' })), ...flowRows(removed, () => ({ sign: '-' }))];
+        const text = renderTable<Obj>(
+          [
+            { header: 'change', value: (r) => r.sign },
+            { header: 'from', value: (r) => r.from },
+            { header: 'to', value: (r) => r.to },
+            { header: 'flows', value: allowCell },
+          ],
+          rows,
+        );
+        return { data: answer, text: `${what} would allow ${added.length} and deny ${removed.length} flow(s) (+ newly allowed, - no longer allowed):\n${text}` };
+      },
+    },
+    {
+      path: ['reachability'],
+      summary: "Print a tenant's reachability matrix: every allowed workload-to-workload flow and the policies allowing it",
+      description: 'Computed from the policies (never observed). A pair of workloads not listed is denied everything; replies to allowed connections always pass.',
+      options: { tenant: TENANT_OPT },
+      examples: ['netwall reachability --tenant acme', 'netwall reachability --tenant acme --json | jq .flows'],
+      async run(inv) {
+        const { body } = await inv.client().get(apiPath('v1', 'tenants', tenantOf(inv), 'reachability'));
+        const rows = flowRows(list(body, 'flows'));
+        const text = renderTable<Obj>(
+          [
+            { header: 'from', value: (r) => r.from },
+            { header: 'to', value: (r) => r.to },
+            { header: 'allow', value: allowCell },
+            { header: 'policies', value: (r) => r.policies },
+          ],
+          rows,
+        );
+        const workloads = arr((body as Obj | undefined)?.workloads).length;
+        return { data: body, text, note: `${workloads} workload(s); pairs not listed are denied.` };
+      },
+    },
+  ];
+}
+
 /* ------------------------------------------------------------ the table */
 
 function cliVersion(): string {
@@ -473,23 +634,17 @@ export const commands: readonly Command[] = [
   setCommand(policies, {
     summary: 'Create or replace a policy: allow traffic from workloads matching --from to those matching --to',
     description:
-      'Policies are allow-lists; all traffic inside a tenant that no policy allows is dropped. Selectors match workload labels; `*` matches every workload of the tenant.',
-    options: {
-      from: { type: 'string', multiple: true, arg: 'KEY=VALUE', required: true, help: 'source selector, repeatable (`*` = all workloads)' },
-      to: { type: 'string', multiple: true, arg: 'KEY=VALUE', required: true, help: 'destination selector, repeatable (`*` = all workloads)' },
-      allow: { type: 'string', multiple: true, arg: 'PROTO[:PORTS]', required: true, help: 'tcp:5432, tcp:80,443, tcp:8000-8080, udp:53, icmp, tcp (all ports); repeatable' },
-    },
+      'Policies are allow-lists; all traffic inside a tenant that no policy allows is dropped. Selectors match workload labels; `*` matches every workload of the tenant. ' +
+      "Try a change first with 'netwall policy what-if'.",
+    options: POLICY_BODY_OPTIONS,
     examples: [
       'netwall policy set --tenant acme allow-web-db --from app=web --to app=db --allow tcp:5432 --allow tcp:8000-8080 --allow icmp',
       'netwall policy set --tenant acme allow-web-db --file policy.json',
     ],
-    build: (inv) => ({
-      from: parseLabels(needList(inv, 'from'), '--from'),
-      to: parseLabels(needList(inv, 'to'), '--to'),
-      allow: parseAllowRules(needList(inv, 'allow')),
-    }),
+    build: policyBody,
   }),
   ...scopedReadCommands(policies),
+  ...reachabilityCommands(),
 
   // exposures
   setCommand(exposures, {

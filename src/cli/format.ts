@@ -84,6 +84,17 @@ function formatPortItem(p: unknown): string {
   return String(p);
 }
 
+/**
+ * One allowed flow's protocol and port ranges (`{from, to}` objects, as the
+ * reachability answers carry them) in the `--allow` form: `tcp:5432,8000-8080`;
+ * every port (1-65535) is the bare protocol, like `--allow tcp`.
+ */
+export function formatFlowPorts(flow: { protocol?: unknown; ports?: unknown }): string {
+  const ports = Array.isArray(flow.ports) ? (flow.ports as { from?: unknown; to?: unknown }[]) : [];
+  const every = ports.length === 1 && Number(ports[0]!.from) <= 1 && Number(ports[0]!.to) >= 65535;
+  return every ? String(flow.protocol ?? '?') : formatPortRule(flow);
+}
+
 /** A policy's allow list as `tcp:5432,8000-8080 icmp`. */
 export function formatAllowRules(rules: unknown): string {
   if (!Array.isArray(rules) || rules.length === 0) return '-';

@@ -77,10 +77,11 @@ export function generalHelp(cmds: readonly Command[]): string {
     'Global options (anywhere on the line):',
     ...optionLines(GLOBAL_OPTIONS),
     '',
-    'Tenant-scoped commands (workload, policy, exposure, egress) take --tenant,',
+    'Tenant-scoped commands (workload, policy, exposure, egress, reachability) take --tenant,',
     'or NETWALL_TENANT from the environment.',
     '',
     "Run 'netwall COMMAND --help' (or 'netwall help COMMAND') for a command's options and examples.",
-    'Exit status: 0 success, 1 API or runtime error, 2 usage error.',
+    'Exit status: 0 success, 1 API or runtime error, 2 usage error;',
+    "'policy explain' (like grep): 0 allowed, 1 denied, 2 any error.",
   ].join('\n');
 }

@@ -191,11 +191,11 @@ export async function run(argv: readonly string[], io: RunIo): Promise<number> {
       if (out.text) io.stdout(out.text + '\n');
       if (out.note) io.stderr(out.note + '\n');
     }
-    return EXIT_OK;
+    return out.exitCode ?? EXIT_OK;
   } catch (err) {
     const { line, code } = errorLine(err, { hasToken: Boolean(token), cmd });
     io.stderr(line + '\n');
     if (io.env.NETWALL_DEBUG && err instanceof Error && err.stack) io.stderr(err.stack + '\n');
-    return code;
+    return code === EXIT_ERROR && cmd?.errorExitCode !== undefined ? cmd.errorExitCode : code;
   }
 }

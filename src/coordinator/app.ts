@@ -15,6 +15,7 @@ import { DEFAULT_RENDER_SETTINGS, type RenderSettings } from './model.js';
 import { RateLimiter } from './ratelimit.js';
 import { hostApiRoutes } from './routes/host-api.js';
 import { hostRoutes } from './routes/hosts.js';
+import { reachabilityRoutes } from './routes/reachability.js';
 import { specRoutes } from './routes/specs.js';
 import { systemRoutes } from './routes/system.js';
 import { tenantRoutes } from './routes/tenants.js';
@@ -37,6 +38,8 @@ export interface AppOptions {
   /** Enrollment attempts per client per minute before 429. */
   enrollmentsPerMinute?: number;
   now?: () => number;
+  /** Addresses the coordinator is reached at, for reachability explanations (containers never reach it). */
+  coordinatorAddresses?: string[];
 }
 
 export interface Services {
@@ -49,6 +52,7 @@ export interface Services {
   /** Every route with the access it demands (for the auth matrix test and docs). */
   routes: { method: string; url: string; access: string }[];
   now: () => number;
+  coordinatorAddresses: string[];
 }
 
 declare module 'fastify' {
@@ -87,6 +91,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     maxWaitSeconds: opts.maxWaitSeconds ?? 60,
     routes: [],
     now,
+    coordinatorAddresses: opts.coordinatorAddresses ?? [],
   } satisfies Services);
   app.addHook('onRoute', (r) => {
     for (const method of [r.method].flat()) {
@@ -141,6 +146,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(hostRoutes);
   await app.register(workloadRoutes);
   await app.register(specRoutes);
+  await app.register(reachabilityRoutes);
   await app.register(hostApiRoutes);
   return app;
 }

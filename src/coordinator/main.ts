@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { isIpv4 } from '../shared/ipv4.js';
 import { buildApp } from './app.js';
 import { loadAdminToken, loadSigningKey, parseConfig, USAGE } from './config.js';
 
@@ -20,6 +21,8 @@ async function main(): Promise<void> {
     signingKey: loadSigningKey(config.dbPath),
     ipam: config.ipam,
     logger: { level: config.logLevel },
+    // A specific listen address is one containers must never reach (0.0.0.0 and loopback say nothing).
+    coordinatorAddresses: isIpv4(config.host) && config.host !== '0.0.0.0' && !config.host.startsWith('127.') ? [config.host] : [],
   });
   const shutdown = (signal: string) => {
     app.log.info({ signal }, 'shutting down');

@@ -75,6 +75,31 @@ export interface RouterKeyModel {
   credential: RouterCredential;
 }
 
+/**
+ * One address a netwall host answers on: its mesh address in a tenant, or its
+ * underlay endpoint, management or public address. Containers never reach
+ * any of them (reachability explanations use the list to say so).
+ */
+export interface HostAddressModel {
+  host: string;
+  kind: HostKind;
+  address: string;
+  what: 'mesh' | 'endpoint' | 'mgmt' | 'public';
+  /** The tenant of a mesh address; null for underlay addresses. */
+  tenant: string | null;
+}
+
+/** What a reachability explanation knows beyond the tenant itself. */
+export interface MeshContext {
+  /** The mesh address pool every tenant subnet comes from. */
+  pool: string;
+  /** Every tenant's subnet (this one included). */
+  tenants: { name: string; subnet: string }[];
+  hostAddresses: HostAddressModel[];
+  /** Addresses the coordinator listens on, when known. */
+  coordinatorAddresses: string[];
+}
+
 export interface RenderSettings {
   mtu: number;
   statusIntervalSeconds: number;

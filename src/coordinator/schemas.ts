@@ -21,6 +21,8 @@ const ports = {
 } as const;
 const cidr = { type: 'string', pattern: '^[0-9.]{7,15}/\\d{1,2}$' } as const;
 const ipv4 = { type: 'string', pattern: '^[0-9.]{7,15}$' } as const;
+/** A workload name (NAME_PATTERN) or a dotted quad (checked further by isIpv4). */
+const WORKLOAD_OR_IPV4 = '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?|[0-9]{1,3}(\\.[0-9]{1,3}){3})$';
 const ttlSeconds = { type: 'integer', minimum: 60, maximum: 365 * 24 * 3600 } as const;
 
 export const errorBody = {
@@ -91,6 +93,16 @@ export const bodies = {
     },
     ['gateways', 'destinations'],
   ),
+  /** A flow to explain: `to` is a workload name or an IPv4 address. */
+  explain: obj(
+    {
+      from: name,
+      to: { type: 'string', minLength: 1, maxLength: 63, pattern: WORKLOAD_OR_IPV4 },
+      protocol,
+      port,
+    },
+    ['from', 'to', 'protocol'],
+  ),
   registerKey: obj({ publicKey: { type: 'string', pattern: KEY_PATTERN } }, ['publicKey']),
   status: obj(
     {
@@ -116,9 +128,56 @@ const str = { type: 'string' } as const;
 const nullableStr = { type: ['string', 'null'] } as const;
 const labelMap = { type: 'object', additionalProperties: { type: 'string' } } as const;
 
+const portRanges = { type: 'array', items: { type: 'object', properties: { from: { type: 'integer' }, to: { type: 'integer' } }, required: ['from', 'to'] } } as const;
+const flow = { from: str, to: str, protocol: str, ports: portRanges } as const;
+
 export const answers = {
   tenant: { type: 'object', properties: { name: str, subnet: str, createdAt: str }, required: ['name', 'subnet', 'createdAt'] },
   workload: { type: 'object', properties: { name: str, tenant: str, node: str, address: str, labels: labelMap, createdAt: str } },
+  explanation: {
+    type: 'object',
+    properties: {
+      allowed: { type: 'boolean' },
+      reason: nullableStr,
+      verdict: str,
+      from: { type: 'object', properties: { workload: str, address: str, node: str } },
+      to: { type: 'object', properties: { workload: nullableStr, address: str } },
+      protocol: str,
+      port: { type: ['integer', 'null'] },
+      ports: portRanges,
+      rules: {
+        type: 'array',
+        items: {
+          type: 'object',
+          properties: { kind: { type: 'string', enum: ['policy', 'egress', 'exposure'] }, name: str, from: labelMap, to: labelMap, protocol: str, ports: portRanges, cidr: str, gateway: str },
+          required: ['kind', 'name'],
+        },
+      },
+      warning: str,
+    },
+    required: ['allowed', 'reason', 'verdict', 'from', 'to', 'protocol', 'port', 'rules'],
+  },
+  reachability: {
+    type: 'object',
+    properties: {
+      tenant: str,
+      workloads: { type: 'array', items: str },
+      flows: { type: 'array', items: { type: 'object', properties: { ...flow, policies: { type: 'array', items: str } }, required: ['from', 'to', 'protocol', 'policies'] } },
+    },
+    required: ['tenant', 'workloads', 'flows'],
+  },
+  whatIf: {
+    type: 'object',
+    properties: {
+      tenant: str,
+      op: { type: 'string', enum: ['put', 'delete'] },
+      policy: str,
+      created: { type: 'boolean' },
+      added: { type: 'array', items: { type: 'object', properties: flow, required: ['from', 'to', 'protocol'] } },
+      removed: { type: 'array', items: { type: 'object', properties: flow, required: ['from', 'to', 'protocol'] } },
+    },
+    required: ['tenant', 'op', 'policy', 'created', 'added', 'removed'],
+  },
   host: {
     type: 'object',
     properties: {

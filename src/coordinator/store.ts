@@ -20,7 +20,7 @@ import {
   validateIpamConfig,
   type IpamConfig,
 } from './ipam.js';
-import type { EgressSpec, ExposureSpec, MemberModel, PolicySpec, RouterKeyModel, TenantModel, WorkloadModel } from './model.js';
+import type { EgressSpec, ExposureSpec, HostAddressModel, MemberModel, PolicySpec, RouterKeyModel, TenantModel, WorkloadModel } from './model.js';
 import { compileTenant, hostsAffectedByWorkload, withWorkload, type CompiledTenant } from './render.js';
 
 export interface Actor {
@@ -719,6 +719,26 @@ export class Store {
     const tenant = compileTenant(this.loadTenantModel(t));
     this.compiled.set(t.id, { revision, tenant });
     return tenant;
+  }
+
+  /** Every address of every host: mesh addresses per tenant, then underlay endpoint, management and public addresses. */
+  hostAddresses(): HostAddressModel[] {
+    const mesh = this.sql(
+      `SELECT h.name AS host, h.kind, m.address, 'mesh' AS what, t.name AS tenant FROM memberships m JOIN hosts h ON h.id = m.host_id JOIN tenants t ON t.id = m.tenant_id`,
+    ).all() as HostAddressModel[];
+    const underlay: HostAddressModel[] = [];
+    for (const h of this.sql('SELECT name, kind, endpoint_host, mgmt_address, public_address FROM hosts ORDER BY name').all() as Pick<
+      HostRow,
+      'name' | 'kind' | 'endpoint_host' | 'mgmt_address' | 'public_address'
+    >[]) {
+      const add = (address: string | null, what: HostAddressModel['what']) => {
+        if (address !== null) underlay.push({ host: h.name, kind: h.kind, address, what, tenant: null });
+      };
+      add(h.endpoint_host, 'endpoint');
+      add(h.mgmt_address, 'mgmt');
+      add(h.public_address, 'public');
+    }
+    return [...mesh, ...underlay];
   }
 
   tenantsOfHost(hostId: number): TenantRow[] {

@@ -24,14 +24,43 @@ export function parsePorts(ports: readonly (number | string)[] | undefined, fiel
     }
     ranges.push({ from, to });
   }
-  ranges.sort((a, b) => a.from - b.from);
+  return mergeRanges(ranges);
+}
+
+/** Every port (1-65535): what a rule without ports allows. */
+export const ALL_PORTS: readonly PortRange[] = Object.freeze([Object.freeze({ from: 1, to: 65535 })]);
+
+/** Ranges sorted, with overlapping and adjacent ones joined (new objects; the input is not touched). */
+export function mergeRanges(ranges: readonly PortRange[]): PortRange[] {
   const merged: PortRange[] = [];
-  for (const r of ranges) {
+  for (const r of [...ranges].sort((a, b) => a.from - b.from)) {
     const last = merged[merged.length - 1];
     if (last && r.from <= last.to + 1) last.to = Math.max(last.to, r.to);
-    else merged.push({ ...r });
+    else merged.push({ from: r.from, to: r.to });
   }
   return merged;
+}
+
+/** The ports in `a` that are not in `b` (both merged, as mergeRanges returns them). */
+export function subtractRanges(a: readonly PortRange[], b: readonly PortRange[]): PortRange[] {
+  const out: PortRange[] = [];
+  let j = 0;
+  for (const r of a) {
+    let from = r.from;
+    while (j < b.length && b[j]!.to < from) j++;
+    for (let k = j; k < b.length && b[k]!.from <= r.to && from <= r.to; k++) {
+      const cut = b[k]!;
+      if (cut.from > from) out.push({ from, to: cut.from - 1 });
+      from = Math.max(from, cut.to + 1);
+    }
+    if (from <= r.to) out.push({ from, to: r.to });
+  }
+  return out;
+}
+
+/** Does the (merged) range list hold `port`? */
+export function rangesInclude(ranges: readonly PortRange[], port: number): boolean {
+  return ranges.some((r) => r.from <= port && port <= r.to);
 }
 
 export function formatPorts(ranges: readonly PortRange[]): string {

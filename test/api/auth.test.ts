@@ -26,6 +26,20 @@ test('every route has an explicit access rule and only health, OpenAPI and enrol
   await w.close();
 });
 
+test('the read-only policy questions (explain, matrix, what-if) are in the matrix as tenant routes', async (t) => {
+  const { w } = await world();
+  const access = new Map(w.app.netwall.routes.map((r) => [`${r.method} ${r.url}`, r.access]));
+  for (const r of [
+    'POST /v1/tenants/:tenant/reachability/explain',
+    'GET /v1/tenants/:tenant/reachability',
+    'PUT /v1/tenants/:tenant/policies/:name/what-if',
+    'DELETE /v1/tenants/:tenant/policies/:name/what-if',
+  ]) {
+    t.is(access.get(r), 'tenant', r);
+  }
+  await w.close();
+});
+
 test('no token and bad tokens are 401 on every non-public route', async (t) => {
   const { w } = await world();
   for (const r of w.app.netwall.routes.filter((x) => x.access !== 'public')) {

@@ -268,3 +268,145 @@ test('errorLine never prints a stack and folds newlines', (t) => {
   t.deepEqual(errorLine(new Error('boom\n  at x')), { line: 'netwall: internal error: boom at x', code: 1 });
   t.is(parseArgsMessage(new Error("Unknown option '--x'. To specify a positional argument starting with a '-', place it at the end")), "unknown option '--x'");
 });
+
+/* --------------------------------------------- policy explain / what-if / reachability */
+
+const explanation = (allowed: boolean, extra: Record<string, unknown> = {}) => ({
+  allowed,
+  reason: allowed ? null : 'policy',
+  verdict: allowed ? 'tcp port 5432 from web1 to db1 is allowed by policy "web-db"' : 'tcp port 22 from web1 to db1 is denied: no policy of tenant "acme" allows it (default deny)',
+  from: { workload: 'web1', address: '10.100.0.66', node: 'node1' },
+  to: { workload: 'db1', address: '10.100.0.67' },
+  protocol: 'tcp',
+  port: allowed ? 5432 : 22,
+  ports: [{ from: 5432, to: 5432 }],
+  rules: allowed ? [{ kind: 'policy', name: 'web-db', from: { app: 'web' }, to: { app: 'db' }, protocol: 'tcp', ports: [{ from: 5432, to: 5432 }] }] : [],
+  ...extra,
+});
+
+test('policy explain: the sentence and the rules; exit 0 allowed, 1 denied (also with --json)', async (t) => {
+  const yes = await cli(['policy', 'explain', '--tenant', 'acme', '--from', 'web1', '--to', 'db1', '--proto', 'tcp', '--port', '5432'], { status: 200, body: explanation(true) });
+  t.is(yes.code, 0, yes.stderr);
+  t.is(yes.seen[0]!.method, 'POST');
+  t.is(yes.seen[0]!.url, 'http://127.0.0.1:7300/v1/tenants/acme/reachability/explain');
+  t.deepEqual(yes.seen[0]!.body, { from: 'web1', to: 'db1', protocol: 'tcp', port: 5432 });
+  t.is(yes.stdout, ['tcp port 5432 from web1 to db1 is allowed by policy "web-db"', '', 'KIND     NAME     MATCH', 'policy   web-db   app=web -> app=db tcp:5432', ''].join('\n'));
+
+  const no = await cli(['policy', 'explain', '--tenant', 'acme', '--from', 'web1', '--to', 'db1', '--proto', 'tcp', '--port', '22'], { status: 200, body: explanation(false) });
+  t.is(no.code, 1);
+  t.is(no.stdout, 'tcp port 22 from web1 to db1 is denied: no policy of tenant "acme" allows it (default deny)\n');
+  t.is(no.stderr, '');
+  const warned = await cli(['policy', 'explain', '--tenant', 'acme', '--from', 'web1', '--to', '192.0.2.5', '--proto', 'tcp', '--port', '22'], {
+    status: 200,
+    body: explanation(false, { reason: 'to_host', warning: 'egress "x" covers 192.0.2.5, a netwall host' }),
+  });
+  t.is(warned.code, 1);
+  t.is(warned.stderr, 'warning: egress "x" covers 192.0.2.5, a netwall host\n');
+  const json = await cli(['policy', 'explain', '--tenant', 'acme', '--from', 'web1', '--to', 'db1', '--proto', 'tcp', '--port', '22', '--json'], { status: 200, body: explanation(false) });
+  t.is(json.code, 1);
+  t.like(JSON.parse(json.stdout), { allowed: false, reason: 'policy' });
+
+  // No port: the body has none; egress and router-client citations read like the flags that made them.
+  const egress = explanation(true, {
+    rules: [
+      { kind: 'egress', name: 'internet', cidr: '0.0.0.0/0', protocol: 'tcp', ports: [{ from: 1, to: 65535 }], gateway: 'gw1' },
+      { kind: 'egress', name: 'web', cidr: '203.0.113.0/24', protocol: 'tcp', ports: [{ from: 80, to: 80 }, { from: 443, to: 443 }], gateway: 'gw1' },
+      { kind: 'exposure', name: 'site', gateway: 'gw1', protocol: 'tcp', ports: [{ from: 7400, to: 7400 }] },
+    ],
+  });
+  const e = await cli(['policy', 'explain', '--tenant', 'acme', '--from', 'web1', '--to', '203.0.113.9', '--proto', 'tcp'], { status: 200, body: egress });
+  t.deepEqual(e.seen[0]!.body, { from: 'web1', to: '203.0.113.9', protocol: 'tcp' });
+  t.regex(e.stdout, /^egress +internet +tcp:0\.0\.0\.0\/0 via gw1$/m);
+  t.regex(e.stdout, /^egress +web +tcp:203\.0\.113\.0\/24:80,443 via gw1$/m);
+  t.regex(e.stdout, /^exposure +site +router client -> gw1 tcp:7400$/m);
+});
+
+test('policy explain: errors are exit 2 (like grep), never 1 (which means denied)', async (t) => {
+  const args = ['policy', 'explain', '--tenant', 'acme', '--from', 'web1', '--to', 'nope', '--proto', 'tcp'];
+  const api = await cli(args, { status: 404, body: { error: { code: 'not_found', message: 'to: workload "nope" does not exist in tenant "acme"' } } });
+  t.is(api.code, 2);
+  t.is(api.stderr, 'netwall: HTTP 404 not_found: to: workload "nope" does not exist in tenant "acme"\n');
+  const refused = Object.assign(new TypeError('fetch failed'), { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
+  t.is((await cli(args, refused)).code, 2);
+  for (const [argv, line] of [
+    [['policy', 'explain', '--tenant', 'acme', '--from', 'w', '--to', 'd', '--proto', 'icmp', '--port', '1'], '--port: icmp has no ports'],
+    [['policy', 'explain', '--tenant', 'acme', '--from', 'w', '--to', 'd', '--proto', 'sctp'], "--proto must be one of tcp, udp, icmp (got 'sctp')"],
+    [['policy', 'explain', '--tenant', 'acme', '--from', 'w', '--to', 'd', '--proto', 'tcp', '--port', '99999'], '--port: port 99999 is out of range 1-65535'],
+    [['policy', 'explain', '--tenant', 'acme', '--to', 'd', '--proto', 'tcp'], 'missing --from'],
+  ] as const) {
+    const r = await cli([...argv]);
+    t.is(r.code, 2, argv.join(' '));
+    t.is(r.stderr, `netwall: ${line} (see 'netwall policy explain --help')\n`);
+    t.is(r.seen.length, 0);
+  }
+  // Other commands keep exit 1 for API errors.
+  t.is((await cli(['policy', 'show', '--tenant', 'acme', 'x'], { status: 404, body: { error: { code: 'not_found', message: 'x' } } })).code, 1);
+});
+
+const diff = {
+  tenant: 'acme',
+  op: 'put',
+  policy: 'web-db',
+  created: false,
+  added: [
+    { from: 'web1', to: 'db1', protocol: 'tcp', ports: [{ from: 8000, to: 8080 }] },
+    { from: 'web1', to: 'db1', protocol: 'udp', ports: [{ from: 1, to: 65535 }] },
+  ],
+  removed: [{ from: 'web1', to: 'db1', protocol: 'icmp' }],
+};
+
+test('policy what-if: the same flags as policy set, PUT to …/what-if; --delete is a DELETE; the diff as a table', async (t) => {
+  const r = await cli(['policy', 'what-if', '--tenant', 'acme', 'web-db', '--from', 'app=web', '--to', 'app=db', '--allow', 'tcp:8000-8080', '--allow', 'udp'], { status: 200, body: diff });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.seen[0]!.method, 'PUT');
+  t.is(r.seen[0]!.url, 'http://127.0.0.1:7300/v1/tenants/acme/policies/web-db/what-if');
+  t.deepEqual(r.seen[0]!.body, { from: { app: 'web' }, to: { app: 'db' }, allow: [{ protocol: 'tcp', ports: ['8000-8080'] }, { protocol: 'udp' }] });
+  t.is(
+    r.stdout,
+    [
+      'Replacing policy web-db would allow 2 and deny 1 flow(s) (+ newly allowed, - no longer allowed):',
+      'CHANGE   FROM   TO    FLOWS',
+      '+        web1   db1   tcp:8000-8080 udp',
+      '-        web1   db1   icmp',
+      '',
+    ].join('\n'),
+  );
+  const file = await cli(['policy', 'what-if', '--tenant', 'acme', 'p1', '--file', 'policy.json'], { status: 200, body: { ...diff, created: true, added: [], removed: [] } });
+  t.deepEqual(file.seen[0]!.body, { from: { app: 'web' }, to: { app: 'db' }, allow: [{ protocol: 'icmp' }] });
+  t.is(file.stdout, 'Creating policy web-db would change no flow.\n');
+
+  const del = await cli(['policy', 'what-if', '--tenant', 'acme', 'web-db', '--delete'], { status: 200, body: { ...diff, op: 'delete', added: [] } });
+  t.is(del.seen[0]!.method, 'DELETE');
+  t.is(del.seen[0]!.url, 'http://127.0.0.1:7300/v1/tenants/acme/policies/web-db/what-if');
+  t.regex(del.stdout, /^Deleting policy web-db would allow 0 and deny 1 flow/);
+
+  const mixed = await cli(['policy', 'what-if', '--tenant', 'acme', 'web-db', '--delete', '--allow', 'icmp']);
+  t.is(mixed.code, 2);
+  t.is(mixed.stderr, "netwall: --delete cannot be combined with --allow (see 'netwall policy what-if --help')\n");
+  const none = await cli(['policy', 'what-if', '--tenant', 'acme', 'web-db']);
+  t.is(none.stderr, "netwall: missing --from (see 'netwall policy what-if --help')\n");
+  t.is(mixed.seen.length + none.seen.length, 0);
+});
+
+test('reachability: one row per pair, protocols joined, every port as the bare protocol', async (t) => {
+  const body = {
+    tenant: 'acme',
+    workloads: ['batch', 'db1', 'web1'],
+    flows: [
+      { from: 'batch', to: 'web1', protocol: 'udp', ports: [{ from: 1, to: 65535 }], policies: ['all-udp'] },
+      { from: 'web1', to: 'db1', protocol: 'tcp', ports: [{ from: 5432, to: 5433 }, { from: 8000, to: 8000 }], policies: ['any-db', 'web-db'] },
+      { from: 'web1', to: 'db1', protocol: 'icmp', policies: ['web-db'] },
+    ],
+  };
+  const r = await cli(['reachability', '--tenant', 'acme'], { status: 200, body });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.seen[0]!.url, 'http://127.0.0.1:7300/v1/tenants/acme/reachability');
+  t.is(
+    r.stdout,
+    ['FROM    TO     ALLOW                     POLICIES', 'batch   web1   udp                       all-udp', 'web1    db1    tcp:5432-5433,8000 icmp   any-db, web-db', ''].join('\n'),
+  );
+  t.is(r.stderr, '3 workload(s); pairs not listed are denied.\n');
+  const json = await cli(['reachability', '--tenant', 'acme', '--json'], { status: 200, body });
+  t.deepEqual(JSON.parse(json.stdout), body);
+  t.is(json.stderr, '');
+});
