@@ -5,7 +5,7 @@
  * leaves either all of a change or none of it.
  */
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../shared/errors.js';
-import type { HostKind, RouterCredential, RouterGrant } from '../shared/desired.js';
+import { NEVER_EGRESS, type HostKind, type RouterCredential, type RouterGrant } from '../shared/desired.js';
 import { matchesSelector, type Labels } from '../shared/names.js';
 import { parseCidr, cidrsOverlap } from '../shared/ipv4.js';
 import type Database from 'better-sqlite3';
@@ -607,10 +607,18 @@ export class Store {
     return this.write(actor, 'egress.put', `${tenant}/${name}`, () => {
       const t = this.tenant(tenant);
       const gateways = spec.gateways.map((g) => this.gatewayFor(g, 'gateways'));
+      const hosts = this.hostAddresses().filter((a) => a.what !== 'mesh');
       for (const [i, d] of spec.destinations.entries()) {
-        if (cidrsOverlap(parseCidr(d.cidr, `destinations[${i}].cidr`), this.pool)) {
-          throw new ValidationError(`destinations[${i}].cidr: ${d.cidr} overlaps the mesh address pool ${this.ipam.pool}; egress is for destinations outside the mesh`, `destinations[${i}].cidr`);
+        const field = `destinations[${i}].cidr`;
+        const cidr = parseCidr(d.cidr, field);
+        if (cidrsOverlap(cidr, this.pool)) {
+          throw new ValidationError(`${field}: ${d.cidr} overlaps the mesh address pool ${this.ipam.pool}; egress is for destinations outside the mesh`, field);
         }
+        const special = NEVER_EGRESS.find((n) => cidrsOverlap(cidr, parseCidr(n.cidr, field)));
+        if (special) throw new ValidationError(`${field}: ${d.cidr} overlaps ${special.cidr} (${special.what}), which egress never reaches`, field);
+        // Containers never reach netwall's own hosts, egress included: a rule may not cover one.
+        const host = hosts.find((h) => cidrsOverlap(cidr, parseCidr(`${h.address}/32`, field)));
+        if (host) throw new ValidationError(`${field}: ${d.cidr} contains ${host.kind} ${host.host}'s ${host.what} address ${host.address}; containers never reach netwall hosts`, field);
       }
       const created = this.upsertSpec('egress_rules', t, name, spec);
       const id = this.sql('SELECT id FROM egress_rules WHERE tenant_id = ? AND name = ?').pluck().get(t.id, name) as number;

@@ -20,7 +20,7 @@
  *   reaches another mesh through the gateway.
  * Every drop goes through `drop_<reason>`: a named counter and a rate-limited log.
  */
-import { ROUTER_PORT, TENANT_IF_PREFIX, type DesiredState, type TenantState } from '../shared/desired.js';
+import { NEVER_EGRESS, ROUTER_PORT, TENANT_IF_PREFIX, type DesiredState, type TenantState } from '../shared/desired.js';
 import { addressElements, egressElements, intervalArgs, tenantIdent } from '../shared/dataplane/nft-elements.js';
 import { dropChain, finishTable, TableText, type RenderedFirewall, type TableRef } from '../shared/dataplane/nft-table.js';
 import type { FirewallSpec } from '../shared/dataplane/reconcile.js';
@@ -79,7 +79,14 @@ function renderEgress(t: TenantState, table: TableText, chains: string[]): void 
     table.set(`ei_${id}`, 'ipv4_addr', icmp, ['interval', 'auto-merge']);
     rules.push(`\t\tip protocol icmp ip daddr @ei_${id} accept comment "egress icmp"`);
   }
-  chains.push(`\tchain eg_${id} {`, `\t\tip saddr != ${normalizeCidr(t.subnet)} goto drop_spoof`, ...rules, '\t\tgoto drop_egress', '\t}');
+  chains.push(
+    `\tchain eg_${id} {`,
+    `\t\tip saddr != ${normalizeCidr(t.subnet)} goto drop_spoof`,
+    '\t\tip daddr @never_egress goto drop_egress',
+    ...rules,
+    '\t\tgoto drop_egress',
+    '\t}',
+  );
 }
 
 /** The table for a document (pure, deterministic). */
@@ -97,6 +104,9 @@ export function renderGatewayFirewall(doc: DesiredState, options: GatewayFirewal
   table.set('router_clients', 'ifname . ipv4_addr', routerClients(doc, byTenant));
   const egress = tenants.filter((t) => egressHere(doc, t));
   table.set('egress_tenant', 'ifname : verdict', egress.map((t) => `"${t.iface}" : jump eg_${tenantIdent(t.tenant)}`));
+  // Never reached by egress: special ranges and the nodes' own underlay addresses (the coordinator refuses rules covering any netwall host).
+  const endpoints = tenants.flatMap((t) => t.peers.filter((p) => p.endpoint !== null).map((p) => (p.endpoint as string).replace(/:\d+$/, '')));
+  table.set('never_egress', 'ipv4_addr', ...intervalArgs(addressElements([...NEVER_EGRESS.map((n) => n.cidr), ...endpoints])));
   // Only the subnets whose egress leaves here are masqueraded.
   table.set('egress_nets', 'ipv4_addr', ...intervalArgs(addressElements(egress.map((t) => t.subnet))));
 

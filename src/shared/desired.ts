@@ -161,6 +161,20 @@ export interface RouterGrant {
   expiresAt: string;
 }
 
+/**
+ * Destinations egress never reaches, whatever a tenant's rules say: the
+ * coordinator refuses rules overlapping them and the gateway drops them.
+ * (Netwall's own hosts are refused by the coordinator by address too, and the
+ * gateway drops the tenant's nodes' endpoints.)
+ */
+export const NEVER_EGRESS: readonly { cidr: string; what: string }[] = [
+  { cidr: '0.0.0.0/8', what: '"this network"' },
+  { cidr: '127.0.0.0/8', what: 'loopback' },
+  { cidr: '169.254.0.0/16', what: 'link-local, cloud metadata' },
+  { cidr: '224.0.0.0/4', what: 'multicast' },
+  { cidr: '240.0.0.0/4', what: 'reserved and broadcast' },
+];
+
 export interface EgressState {
   /** The gateway this tenant's egress leaves through (first listed, by name), or null. */
   gateway: { host: string; meshAddress: string } | null;

@@ -407,6 +407,10 @@ function specificCases(w: World): Case[] {
   for (const c of ['10.240.0.0/12', '10.0.0.0/8', '10.250.1.0/24', '10.240.0.5/32', '0.0.0.0/0']) {
     add({ title: `egress cidr ${c} overlaps the mesh pool`, path: X, body: egress({ cidr: c }), status: 400, field: 'destinations[0].cidr' });
   }
+  // Egress never reaches special ranges nor netwall's own hosts (gw1 is 192.0.2.1).
+  for (const c of ['169.254.169.254/32', '127.0.0.0/8', '224.0.0.0/8', '192.0.2.0/24', '192.0.2.1/32']) {
+    add({ title: `egress cidr ${c} covers a special range or a netwall host`, path: X, body: egress({ cidr: c }), status: 400, field: 'destinations[0].cidr' });
+  }
   // (`destinations[0][0].ports` in the custom messages is a known gap, see KNOWN_GAPS; accepted here.)
   const destPorts = /destinations(\.0\.|\[0\]\.|\[0\]\[0\]\.)ports/;
   add({ title: 'egress icmp with ports', path: X, body: egress({ cidr: '198.51.100.0/24', protocol: 'icmp', ports: [80] }), status: 400, field: destPorts });
