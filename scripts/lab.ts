@@ -10,7 +10,7 @@
  *
  * The topology and the mechanics are in lab-world.ts. State: .lab/ in the repository.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,13 +40,8 @@ const DIR = process.env.NETWALL_LAB_DIR ?? join(repo, '.lab');
 
 const say = (line: string) => console.log(`[lab] ${line}`);
 
-/** The demo: two tenants on two nodes, each node carrying both tenants. */
-const DEMO_CONTAINERS: ContainerSpec[] = [
-  { name: 'acme-web', tenant: 'acme', node: 'node1', labels: { app: 'web' }, command: ['/bin/httpd', '-f', '-p', '8080', '-h', '/www'], serves: 'http 8080' },
-  { name: 'acme-db', tenant: 'acme', node: 'node2', labels: { app: 'db' }, command: ['/bin/nc', '-ll', '-p', '5432', '-e', '/bin/reply'], serves: 'tcp 5432' },
-  { name: 'globex-app', tenant: 'globex', node: 'node2', labels: { app: 'app' }, command: ['/bin/httpd', '-f', '-p', '8080', '-h', '/www'], serves: 'http 8080' },
-  { name: 'globex-db', tenant: 'globex', node: 'node1', labels: { app: 'db' }, command: ['/bin/nc', '-ll', '-p', '5432', '-e', '/bin/reply'], serves: 'tcp 5432' },
-];
+/** The demo (scripts/demo.json, shared with the Vagrant lab): two tenants on two nodes, each node carrying both tenants. */
+const DEMO_CONTAINERS = (JSON.parse(readFileSync(join(repo, 'scripts', 'demo.json'), 'utf8')) as { containers: ContainerSpec[] }).containers;
 
 function world(): LabWorld {
   return new LabWorld({ prefix: PREFIX, dir: DIR, repo, log: say });
@@ -85,12 +80,6 @@ async function up(): Promise<void> {
     say(`coordinator on ${COORDINATOR_URL} (state ${w.stateDirOf('coordinator')})`);
     await w.startCoordinator();
 
-    say('tenants acme and globex');
-    for (const t of ['acme', 'globex']) {
-      const r = await w.cli(['tenant', 'create', t], { allowFailure: true });
-      if (r.status !== 0 && !/conflict/.test(r.stderr)) throw new Error(r.stderr.trim());
-    }
-
     for (const n of NODES) {
       say(`${n}: enroll with a token from 'netwall enroll-token create', start netwall-agent`);
       await w.enrollNode(n);
@@ -106,20 +95,23 @@ async function up(): Promise<void> {
     w.buildRootfs();
     w.startProcess('internet-httpd', [...w.enter('internet'), '/bin/busybox', 'httpd', '-f', '-p', `${INTERNET_WEB}:80`, '-h', join(w.rootfs, 'www')]);
 
-    say('policies: acme app=web → app=db tcp 5432; globex app=app → app=db tcp 5432');
-    await w.cli(['policy', 'set', '--tenant', 'acme', 'web-to-db', '--from', 'app=web', '--to', 'app=db', '--allow', 'tcp:5432']);
-    await w.cli(['policy', 'set', '--tenant', 'globex', 'app-to-db', '--from', 'app=app', '--to', 'app=db', '--allow', 'tcp:5432']);
+    say('the demo\'s tenants, policies, exposures and egress: scripts/demo-setup (the Vagrant lab runs it too)');
+    const demo = await run([join(repo, 'scripts', 'demo-setup')], {
+      env: {
+        NETWALL_URL: COORDINATOR_URL,
+        NETWALL_TOKEN: w.adminToken(),
+        NETWALL_GATEWAYS: GATEWAYS.join(' '),
+        NETWALL_INTERNET_WEB: INTERNET_WEB,
+        NETWALL_CLI: [...w.enter('coordinator'), process.execPath, w.dist('cli/main.js')].join(' '),
+      },
+    });
+    say(demo.stdout.trim());
 
     for (const c of DEMO_CONTAINERS) {
       say(`${c.name}: podman run on ${c.node}, network netwall-${c.tenant}, labels ${Object.entries(c.labels).map(([k, v]) => `${k}=${v}`).join(',')}`);
       const info = await w.runContainer(c);
       say(`${c.name}: ${info.ip}`);
     }
-
-    say('exposures web.acme.test (tunnel, both gateways) and app.globex.test (mesh); acme egress to the internet web server, port 80 only');
-    await w.cli(['exposure', 'set', '--tenant', 'acme', 'web', '--protocol', 'http', '--hostname', 'web.acme.test', '--mode', 'tunnel', '--gateway', 'gateway1', '--gateway', 'gateway2', '--selector', 'app=web', '--port', '8080']);
-    await w.cli(['exposure', 'set', '--tenant', 'globex', 'app', '--protocol', 'http', '--hostname', 'app.globex.test', '--mode', 'mesh', '--gateway', 'gateway1', '--gateway', 'gateway2', '--selector', 'app=app', '--port', '8080']);
-    await w.cli(['egress', 'set', '--tenant', 'acme', 'internet', '--gateway', 'gateway1', '--allow', `tcp:${INTERNET_WEB}/32:80`]);
 
     say('waiting for both agents to apply the latest version');
     await waitUntil(
