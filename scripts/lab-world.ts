@@ -768,6 +768,10 @@ export class LabWorld {
    */
   async down(opts: { keepDir?: boolean } = {}): Promise<string[]> {
     const problems: string[] = [];
+    // 0. processes whose command line names our state directory (router clients the agents
+    //    started in container namespaces outlive the agent by design, and podman rm takes the
+    //    namespaces that would have found them): by pid, found before anything is removed
+    const strays = this.processesUsingDir();
     // 1. containers (podman's DEL reaches the agent while it runs)
     for (const node of NODES) {
       if (!existsSync(join(this.hostDir(node), 'podman'))) continue;
@@ -787,6 +791,7 @@ export class LabWorld {
       const list = pids.stdout.split('\n').map(Number).filter((n) => Number.isInteger(n) && n > 1 && n !== process.pid);
       await Promise.all(list.map((pid) => stopPid(pid, 2000)));
     }
+    await Promise.all(strays.filter((pid) => pid !== process.pid).map((pid) => stopPid(pid, 2000)));
     // 4. mount namespace holders
     for (const h of HOST_NAMES) await this.stopProcess(`mnt-${h}`);
     // 5. namespaces
@@ -818,6 +823,17 @@ export class LabWorld {
     const left = await this.labNamespaces();
     if (left.length > 0) problems.push(`namespaces left: ${left.join(', ')}`);
     return problems;
+  }
+
+  /** Pids of processes whose command line contains this lab's state directory. */
+  processesUsingDir(): number[] {
+    const out: number[] = [];
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const cmdline = readProcText(`/proc/${entry}/cmdline`);
+      if (cmdline && cmdline.split('\0').some((arg) => arg.startsWith(`${this.dir}/`))) out.push(Number(entry));
+    }
+    return out;
   }
 }
 

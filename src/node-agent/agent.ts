@@ -11,6 +11,7 @@ import { HostClient } from '../shared/host-client.js';
 import { ensureStateDir, loadIdentity } from '../shared/host-state.js';
 import { ExecaRunner, type ChangeLogger } from '../shared/runner.js';
 import { DesiredStateWatcher } from '../shared/watch.js';
+import { AuditRunner } from './audit.js';
 import { syncCniConfigs } from './cni-config.js';
 import { installCniPlugin } from './cni/install.js';
 import { nodeFirewall, type FirewallOptions } from './nftables.js';
@@ -41,6 +42,7 @@ export class Agent {
   private reconciler?: Reconciler;
   private client?: HostClient;
   private tunnels?: TunnelSupervisor;
+  private audits?: AuditRunner;
   private timer?: NodeJS.Timeout;
   /** One reconcile at a time, in order. */
   private queue: Promise<void> = Promise.resolve();
@@ -94,6 +96,9 @@ export class Agent {
     });
     await this.watcher.startFromCache();
     void this.watcher.run();
+    // Reachability audits: probes from inside the local workloads' namespaces (src/node-agent/audit.ts).
+    this.audits = new AuditRunner({ node: id.name, coordinatorKey: id.coordinatorKey, client: this.client, runner, netnsOf: (t, w) => netns.get(t, w), log: this.o.log });
+    void this.audits.run();
     this.timer = setInterval(() => this.schedule('interval'), this.o.intervalSeconds * 1000);
     this.o.log(`[netwall] agent ${id.name} running (state ${this.o.stateDir}, socket ${this.socket.path})`);
   }
@@ -148,8 +153,8 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.watcher?.stop();
-    // Router clients live in the containers' namespaces but die with the agent's cgroup anyway: stop them cleanly.
-    this.tunnels?.stopAll();
+    this.audits?.stop();
+    // Router clients keep serving (like WireGuard and the firewall): the next agent adopts them.
     await this.socket?.close();
     await this.queue;
   }

@@ -20,7 +20,7 @@
  * Per-packet cost and rule count are O(tenants + policies): workloads only
  * ever appear as set elements.
  */
-import { TENANT_IF_PREFIX, type DesiredState, type TenantState } from '../shared/desired.js';
+import { TENANT_IF_PREFIX, type AllowRule, type DesiredState, type TenantState } from '../shared/desired.js';
 import { addrElement, addressElements, egressElements, intervalArgs, protoMatches, tenantIdent } from '../shared/dataplane/nft-elements.js';
 import { dropChain, finishTable, quote, sha, TableText, type RenderedFirewall, type TableRef } from '../shared/dataplane/nft-table.js';
 import type { FirewallSpec } from '../shared/dataplane/reconcile.js';
@@ -96,11 +96,24 @@ function groupSetNameOf(tenant: string, group: string): string {
 
 // ---------------------------------------------------------------- the table
 
+/** Rules a mesh exposure adds (`exposure:<name>`): its gateways to its entry points' port. */
+const isExposureRule = (r: AllowRule): boolean => r.origin.startsWith('exposure:');
+
+/**
+ * The tenant's allow rules: mesh-exposure admissions first, then the wall
+ * around tunnel-mode entry points (no policy opens them; a workload that is
+ * also a mesh entry point still admits its gateways), then the policies.
+ */
 function policyRules(t: TenantState): string[] {
-  return t.firewall.rules.flatMap((r) => {
+  const rule = (r: AllowRule): string[] => {
     const head = `\t\tip saddr @${groupSetName(t.tenant, r.from)} ip daddr @${groupSetName(t.tenant, r.to)}`;
     return protoMatches(r.protocol, r.ports).map((m) => `${head} ${m} accept comment ${quote(r.origin)}`);
-  });
+  };
+  return [
+    ...t.firewall.rules.filter(isExposureRule).flatMap(rule),
+    '\t\tip daddr @tunnel_entry goto drop_tunnel_entry',
+    ...t.firewall.rules.filter((r) => !isExposureRule(r)).flatMap(rule),
+  ];
 }
 
 /**
@@ -200,7 +213,6 @@ function renderForward(): string[] {
     '\t\tiifname . ip saddr != @veth_addr goto drop_spoof',
     '\t\tct state established,related accept',
     '\t\tct state invalid goto drop_invalid',
-    '\t\tip daddr @tunnel_entry goto drop_tunnel_entry',
     `\t\toifname != ${nwc} oifname != ${nw} goto drop_egress`,
     '\t\tip saddr vmap @container_tenant',
     '\t\tgoto drop_spoof',
@@ -209,7 +221,6 @@ function renderForward(): string[] {
     '\t\tmeta nfproto ipv6 goto drop_ipv6',
     '\t\tct state established,related accept',
     '\t\tct state invalid goto drop_invalid',
-    '\t\tip daddr @tunnel_entry goto drop_tunnel_entry',
     `\t\toifname != ${nwc} goto drop_transit`,
     '\t\tiifname vmap @mesh_tenant',
     '\t\tgoto drop_transit',

@@ -82,6 +82,11 @@ async function main(argv: string[]): Promise<void> {
     const stop = (sig: string) => {
       log(`${sig}: closing`);
       void client.stop(5000).then(resolve);
+      // Whatever a dead path still holds open, the process ends.
+      setTimeout(() => {
+        log('streams did not close in time: exiting');
+        resolve();
+      }, 8000).unref();
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

@@ -255,6 +255,13 @@ export class RouterClient extends EventEmitter {
 class GatewayLink {
   private running = false;
   private session: http2.ServerHttp2Session | null = null;
+  /**
+   * Each session's own socket: once a session has closed gracefully, Node's
+   * destroy() only ends the socket and waits for the peer's FIN, which never
+   * comes when the path is gone (the container's veth removed, the gateway
+   * dead). Destroying the socket itself is what ends it.
+   */
+  private readonly sockets = new WeakMap<http2.ServerHttp2Session, Socket>();
   private readonly draining = new Set<http2.ServerHttp2Session>();
   private dialing: Socket | null = null;
   private retry: NodeJS.Timeout | null = null;
@@ -298,8 +305,8 @@ class GatewayLink {
             } catch {
               /* gone */
             }
-            if (graceMs > 0) setTimeout(() => s.destroy(), graceMs).unref();
-            else s.destroy();
+            if (graceMs > 0) setTimeout(() => this.kill(s), graceMs).unref();
+            else this.kill(s);
           }),
       ),
     );
@@ -390,6 +397,7 @@ class GatewayLink {
       // Where Node supports it (not 20), also lift nghttp2's incoming-reset limit: the gateway is the only peer.
       ...({ streamResetBurst: 100_000, streamResetRate: 10_000 } as object),
     });
+    this.sockets.set(session, socket);
     const previous = this.session;
     this.session = session;
     this.since = Date.now();
@@ -466,9 +474,19 @@ class GatewayLink {
     } catch {
       /* gone */
     }
+    // A drain that never ends (the gateway went away meanwhile) must not hold the session forever.
+    setTimeout(() => this.kill(session), RETIRE_DRAIN_MS).unref();
+  }
+
+  private kill(session: http2.ServerHttp2Session): void {
+    session.destroy();
+    this.sockets.get(session)?.destroy();
   }
 
 }
+
+/** The longest a replaced session may drain its streams. */
+const RETIRE_DRAIN_MS = 60_000;
 
 /** Answer a stream unless it is already gone or answered; false if it could not be. */
 function respond(stream: http2.ServerHttp2Stream, status: number, endStream: boolean): boolean {

@@ -4,9 +4,16 @@
  * the coordinator issued for it, and one router-client process running
  * inside the entry point's own network namespace, dialing OUT to every
  * gateway of the exposure. Supervised: started, restarted when its spec
- * changes or it dies, stopped by pid when the entry point goes away.
+ * changes or it dies, stopped by pid when the entry point goes away
+ * (SIGTERM, then SIGKILL after a grace period).
+ *
+ * Router clients outlive the agent (a restart must not cut the public
+ * service): each one's pid, start time and command line are recorded in the
+ * state directory, and a new agent adopts a live one with the same command
+ * line, and stops the ones no entry point wants any more. The start time
+ * guards against a recycled pid.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateSigningKeyPair } from '../shared/crypto.js';
@@ -28,6 +35,9 @@ export interface TunnelDeps {
   /** `node` and the router-client entry point (default: next to this file). */
   nodePath?: string;
   mainPath?: string;
+  /** For tests: a process's start time (default /proc/PID/stat) and how to signal a process this agent did not start. */
+  startTimeOf?: (pid: number) => string | null;
+  signal?: (pid: number, signal: NodeJS.Signals) => void;
 }
 
 interface Running {
@@ -36,10 +46,64 @@ interface Running {
   done: boolean;
 }
 
+/** What the state directory remembers of a running router client. */
+interface PidRecord {
+  pid: number;
+  /** /proc/PID/stat field 22: a recycled pid has another. */
+  start: string;
+  spec: string;
+}
+
+/** How long a router client may take to close its tunnels after SIGTERM. */
+const STOP_GRACE_MS = 10_000;
+
+/** The process's start time (clock ticks since boot), or null when it is gone. */
+export function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command (which may hold spaces), in parentheses: state is field 3, starttime field 22.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** A handle on a process this agent did not start (adopted): liveness by polling. */
+function adoptedHandle(rec: PidRecord, startTimeOf: (pid: number) => string | null, signal: (pid: number, s: NodeJS.Signals) => void): ChildHandle {
+  const alive = () => startTimeOf(rec.pid) === rec.start;
+  const exited = new Promise<number | string>((resolve) => {
+    const timer = setInterval(() => {
+      if (alive()) return;
+      clearInterval(timer);
+      resolve('gone');
+    }, 1000);
+    timer.unref();
+  });
+  return {
+    pid: rec.pid,
+    exited,
+    kill: (sig = 'SIGTERM') => {
+      if (alive()) signal(rec.pid, sig);
+    },
+  };
+}
+
 export class TunnelSupervisor {
   private readonly running = new Map<string, Running>();
+  /** The first sync stops recorded router clients no entry point wants any more. */
+  private swept = false;
 
-  constructor(private readonly d: TunnelDeps) {}
+  private readonly startTimeOf: (pid: number) => string | null;
+  private readonly signal: (pid: number, signal: NodeJS.Signals) => void;
+
+  constructor(private readonly d: TunnelDeps) {
+    this.startTimeOf = d.startTimeOf ?? processStartTime;
+    this.signal = d.signal ?? ((pid, sig) => process.kill(pid, sig));
+  }
+
+  private adopted(rec: PidRecord): ChildHandle {
+    return adoptedHandle(rec, this.startTimeOf, this.signal);
+  }
 
   private dir(): string {
     return join(this.d.stateDir, 'router');
@@ -70,7 +134,62 @@ export class TunnelSupervisor {
       }
     }
     for (const [id, r] of this.running) if (!wanted.has(id)) this.stop(id, r, 'entry point removed');
+    if (!this.swept) {
+      this.swept = true;
+      for (const id of this.recordedIds()) {
+        if (wanted.has(id) || this.running.has(id)) continue;
+        const rec = this.readPid(id);
+        if (rec && this.startTimeOf(rec.pid) === rec.start) this.stop(id, { spec: rec.spec, child: this.adopted(rec), done: false }, 'entry point removed while the agent was away');
+        else this.forget(id);
+      }
+    }
     return errors;
+  }
+
+  private pidFile(id: string): string {
+    return join(this.dir(), `${id}.pid`);
+  }
+
+  private readPid(id: string): PidRecord | null {
+    try {
+      return JSON.parse(readFileSync(this.pidFile(id), 'utf8')) as PidRecord;
+    } catch {
+      return null;
+    }
+  }
+
+  private forget(id: string): void {
+    rmSync(this.pidFile(id), { force: true });
+  }
+
+  private recordedIds(): string[] {
+    if (!existsSync(this.dir())) return [];
+    return readdirSync(this.dir())
+      .filter((f) => f.endsWith('.pid'))
+      .map((f) => f.slice(0, -'.pid'.length));
+  }
+
+  /** A live router client recorded by an earlier agent, if it runs exactly `spec`. */
+  private adopt(id: string, spec: string): Running | null {
+    const rec = this.readPid(id);
+    if (!rec || this.startTimeOf(rec.pid) !== rec.start) return null;
+    if (rec.spec !== spec) {
+      this.stop(id, { spec: rec.spec, child: this.adopted(rec), done: false }, 'spec changed while the agent was away');
+      return null;
+    }
+    this.d.log(`[netwall] adopted router client ${id} (pid ${rec.pid})`);
+    return this.track(id, spec, this.adopted(rec));
+  }
+
+  private track(id: string, spec: string, child: ChildHandle): Running {
+    const entry: Running = { spec, child, done: false };
+    this.running.set(id, entry);
+    void child.exited.then((code) => {
+      entry.done = true;
+      if (this.readPid(id)?.pid === child.pid) this.forget(id);
+      this.d.log(`[netwall] router client ${id} (pid ${child.pid}) exited: ${code}`);
+    });
+    return entry;
   }
 
   private async ensure(id: string, tenant: string, ep: EntryPoint): Promise<void> {
@@ -100,29 +219,36 @@ export class TunnelSupervisor {
       `127.0.0.1:${ep.port}`,
     ];
     const spec = argv.join(' ');
-    const current = this.running.get(id);
+    const current = this.running.get(id) ?? this.adopt(id, spec);
     if (current && current.spec === spec && !current.done) return;
     if (current) this.stop(id, current, current.done ? 'exited' : 'spec changed');
     this.d.log(`[#] ${spec}`);
     const child = this.d.spawner.spawn(argv, {});
-    const entry: Running = { spec, child, done: false };
-    this.running.set(id, entry);
-    void child.exited.then((code) => {
-      entry.done = true;
-      this.d.log(`[netwall] router client ${id} (pid ${child.pid}) exited: ${code}`);
-    });
+    const start = this.startTimeOf(child.pid);
+    if (start !== null) writeFileAtomic(this.pidFile(id), JSON.stringify({ pid: child.pid, start, spec } satisfies PidRecord), 0o600);
+    this.track(id, spec, child);
   }
 
+  /** SIGTERM, then SIGKILL if it is still there after the grace period. */
   private stop(id: string, r: Running, why: string): void {
     if (!r.done) {
       this.d.log(`[netwall] stopping router client ${id} (pid ${r.child.pid}): ${why}`);
       r.child.kill('SIGTERM');
+      const timer = setTimeout(() => {
+        if (r.done) return;
+        this.d.log(`[netwall] router client ${id} (pid ${r.child.pid}) ignored SIGTERM: SIGKILL`);
+        r.child.kill('SIGKILL');
+      }, STOP_GRACE_MS);
+      timer.unref();
+      void r.child.exited.then(() => clearTimeout(timer));
     }
-    this.running.delete(id);
+    if (this.running.get(id) === r) this.running.delete(id);
+    if (this.readPid(id)?.pid === r.child.pid) this.forget(id);
   }
 
+  /** For uninstall and tests: the agent itself leaves router clients running across restarts. */
   stopAll(): void {
-    for (const [id, r] of this.running) this.stop(id, r, 'agent stopping');
+    for (const [id, r] of this.running) this.stop(id, r, 'stopping all');
   }
 
   status(): { id: string; pid: number; running: boolean }[] {

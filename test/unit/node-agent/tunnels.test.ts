@@ -1,4 +1,4 @@
-import { mkdtempSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -10,13 +10,28 @@ import type { ChildHandle, Spawner } from '../../../src/shared/dataplane/wgproc.
 
 const coordinator = generateSigningKeyPair();
 
+/** Fake processes: pid → start time while alive; signals recorded. */
+class FakeProcesses {
+  readonly alive = new Map<number, string>();
+  readonly signals: [number, string][] = [];
+  startTimeOf = (pid: number): string | null => this.alive.get(pid) ?? null;
+  signal = (pid: number, sig: NodeJS.Signals): void => {
+    this.signals.push([pid, sig]);
+    this.alive.delete(pid);
+  };
+}
+
 class FakeSpawner implements Spawner {
   spawned: { argv: string[]; child: ChildHandle & { killed?: string; exit: (c: number) => void } }[] = [];
   private pid = 100;
+  constructor(private readonly procs = new FakeProcesses()) {}
   spawn(argv: readonly string[]): ChildHandle {
     let exit!: (c: number) => void;
-    const exited = new Promise<number | string>((r) => (exit = r));
-    const child = { pid: this.pid++, exited, exit, killed: undefined as string | undefined, kill(sig?: string) { this.killed = sig ?? 'SIGTERM'; exit(143); } };
+    const pid = this.pid++;
+    const procs = this.procs;
+    procs.alive.set(pid, `start-${pid}`);
+    const exited = new Promise<number | string>((r) => (exit = (c) => (procs.alive.delete(pid), r(c))));
+    const child = { pid, exited, exit, killed: undefined as string | undefined, kill(sig?: string) { this.killed = sig ?? 'SIGTERM'; exit(143); } };
     this.spawned.push({ argv: [...argv], child });
     return child;
   }
@@ -35,13 +50,16 @@ const ep = (over: Partial<EntryPoint> = {}): EntryPoint => ({
   routerKey: null, credential: null, ...over,
 });
 
-function setup(days = 30) {
-  const stateDir = mkdtempSync(join(tmpdir(), 'netwall-tunnels-'));
-  const spawner = new FakeSpawner();
+function setup(days = 30, shared?: { stateDir: string; procs: FakeProcesses }) {
+  const stateDir = shared?.stateDir ?? mkdtempSync(join(tmpdir(), 'netwall-tunnels-'));
+  const procs = shared?.procs ?? new FakeProcesses();
+  const spawner = new FakeSpawner(procs);
   const registered: string[] = [];
   const sup = new TunnelSupervisor({
     stateDir,
     spawner,
+    startTimeOf: procs.startTimeOf,
+    signal: procs.signal,
     log: () => {},
     nodePath: '/usr/bin/node',
     mainPath: '/opt/netwall/router-client-main.js',
@@ -52,7 +70,7 @@ function setup(days = 30) {
       return signGrant({ v: 1, tenant, exposure, workload, node: 'node1', publicKey, issuedAt: new Date(now).toISOString(), expiresAt: new Date(now + days * 86_400_000).toISOString() }, coordinator.secretKey);
     },
   });
-  return { stateDir, spawner, registered, sup };
+  return { stateDir, spawner, registered, sup, procs };
 }
 
 test('a tunnel entry point gets a local key, a registered credential, and a router client in its namespace', async (t) => {
@@ -105,4 +123,31 @@ test('the namespace registry survives a restart', (t) => {
   t.is(new NetnsRegistry(file).get('acme', 'web1'), '/run/netns/x');
   new NetnsRegistry(file).set('acme', 'web1', undefined);
   t.is(new NetnsRegistry(file).get('acme', 'web1'), undefined);
+});
+
+test('a restarted agent adopts a live router client with the same command line, replaces a changed one, stops an unwanted one', async (t) => {
+  const first = setup();
+  t.deepEqual(await first.sup.sync(doc([ep()])), []);
+  const pid = first.spawner.spawned[0]!.child.pid;
+  t.true(statSync(join(first.stateDir, 'router', 'acme.web.web1.pid')).isFile());
+
+  // The agent restarts (SIGKILL: nothing stopped); the router client lives on and is adopted, not duplicated.
+  const second = setup(30, { stateDir: first.stateDir, procs: first.procs });
+  t.deepEqual(await second.sup.sync(doc([ep({ routerKey: first.registered[0]!, credential: null })])), []);
+  t.is(second.spawner.spawned.length, 0, 'no second router client');
+  t.deepEqual(second.sup.status(), [{ id: 'acme.web.web1', pid, running: true }]);
+
+  // A pid recorded by an earlier agent but now someone else's process (start time differs) is never signalled.
+  first.procs.alive.set(pid, 'another-process');
+  const third = setup(30, { stateDir: first.stateDir, procs: first.procs });
+  await third.sup.sync(doc([ep()]));
+  t.is(third.spawner.spawned.length, 1, 'a new router client instead');
+  t.deepEqual(first.procs.signals, [], 'the recycled pid was left alone');
+
+  // The entry point is gone while the agent was away: the next agent stops the recorded client.
+  const orphan = third.spawner.spawned[0]!.child.pid;
+  const fourth = setup(30, { stateDir: first.stateDir, procs: first.procs });
+  t.deepEqual(await fourth.sup.sync(doc([])), []);
+  t.deepEqual(first.procs.signals, [[orphan, 'SIGTERM']]);
+  t.false(existsSync(join(first.stateDir, 'router', 'acme.web.web1.pid')));
 });
