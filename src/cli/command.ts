@@ -25,6 +25,8 @@ export interface Invocation {
   values: Values;
   /** Positional arguments by their declared names. */
   args: Record<string, string>;
+  /** The trailing positionals of a command that declares `rest` (zero or more). */
+  rest?: string[];
   /** The API client, built on first use (so `help` and `version` need no URL). */
   client: () => ApiClient;
   env: Env;
@@ -52,6 +54,8 @@ export interface Command {
   description?: string;
   /** Required positional arguments, by name (shown upper-case in help). */
   args?: readonly string[];
+  /** A trailing positional taking zero or more values (e.g. `target`: `TARGET...`), after `args`. */
+  rest?: string;
   options?: Readonly<Record<string, OptionSpec>>;
   examples?: readonly string[];
   /** The exit status for API and runtime errors (default 1; 2 where 1 means an answer, like `grep`). */

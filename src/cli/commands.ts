@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConflictError } from '../shared/errors.js';
+import { auditCommands } from './audit.js';
 import { apiPath, displayUrl } from './client.js';
 import {
   bodyFromFile,
@@ -709,6 +710,9 @@ export const commands: readonly Command[] = [
     }),
   }),
   ...scopedReadCommands(egress),
+
+  // reachability audit (src/cli/audit.ts)
+  ...auditCommands(),
 
   // operations
   {

@@ -30,7 +30,7 @@ function optionLines(options: Readonly<Record<string, OptionSpec>>): string[] {
 
 /** `netwall policy set NAME --tenant TENANT --from KEY=VALUE... [--file FILE]`. */
 export function usageLine(cmd: Command): string {
-  const parts = ['netwall', ...cmd.path, ...(cmd.args ?? []).map((a) => a.toUpperCase())];
+  const parts = ['netwall', ...cmd.path, ...(cmd.args ?? []).map((a) => a.toUpperCase()), ...(cmd.rest ? [`[${cmd.rest.toUpperCase()}...]`] : [])];
   for (const [name, o] of Object.entries(cmd.options ?? {})) {
     const text = `--${name}${o.type === 'string' ? ` ${o.arg ?? 'VALUE'}` : ''}${o.multiple ? '...' : ''}`;
     parts.push(o.required ? text : `[${text}]`);
@@ -48,7 +48,7 @@ export function commandHelp(cmd: Command): string {
 }
 
 function commandList(cmds: readonly Command[]): string[] {
-  const rows = cmds.map((c) => [[...c.path, ...(c.args ?? []).map((a) => a.toUpperCase())].join(' '), c.summary] as const);
+  const rows = cmds.map((c) => [[...c.path, ...(c.args ?? []).map((a) => a.toUpperCase()), ...(c.rest ? [`[${c.rest.toUpperCase()}...]`] : [])].join(' '), c.summary] as const);
   const w = Math.max(...rows.map(([l]) => l.length)) + 3;
   return rows.map(([l, s]) => `  ${l.padEnd(w)}${s}`);
 }
@@ -56,7 +56,7 @@ function commandList(cmds: readonly Command[]): string[] {
 /** Help for a noun with several verbs: `netwall tenant --help`. */
 export function nounHelp(noun: string, cmds: readonly Command[]): string {
   return [
-    `Usage: netwall ${noun} <${cmds.map((c) => c.path[1]).join('|')}> [options]`,
+    `Usage: netwall ${noun} <${cmds.map((c) => c.path[1] ?? '').filter(Boolean).join('|')}> [options]`,
     '',
     'Commands:',
     ...commandList(cmds),
@@ -82,6 +82,7 @@ export function generalHelp(cmds: readonly Command[]): string {
     '',
     "Run 'netwall COMMAND --help' (or 'netwall help COMMAND') for a command's options and examples.",
     'Exit status: 0 success, 1 API or runtime error, 2 usage error;',
-    "'policy explain' (like grep): 0 allowed, 1 denied, 2 any error.",
+    "'policy explain' (like grep): 0 allowed, 1 denied, 2 any error;",
+    "'audit': 0 all matched, 1 a violation, 3 broken cells only, 4 incomplete, 2 any error.",
   ].join('\n');
 }

@@ -61,7 +61,7 @@ export function resolve(argv: readonly string[]): Resolved {
     if (!noun) return { kind: 'help', text: generalHelp(commands) };
     const group = byNoun.get(noun);
     if (!group) throw new UsageError(`unknown command '${noun}'`);
-    const cmd = group.find((c) => c.path.length === 1 || c.path[1] === verb);
+    const cmd = group.find((c) => verb !== undefined && c.path[1] === verb) ?? group.find((c) => c.path.length === 1 || c.path[1] === verb);
     if (cmd && (cmd.path.length === 1 || verb)) return { kind: 'help', text: commandHelp(cmd) };
     if (verb) throw new UsageError(`unknown command '${noun} ${verb}'`);
     return { kind: 'help', text: nounHelp(noun, group) };
@@ -75,6 +75,12 @@ export function resolve(argv: readonly string[]): Resolved {
   if (!group) throw new UsageError(`unknown command '${noun}'`);
   let cmd = group.find((c) => c.path.length === 1);
   let used = 1;
+  // A one-word command with subcommands beside it (`audit` and `audit scan`): the verb wins.
+  const sub = cmd && words[1] !== undefined ? group.find((c) => c.path[1] === words[1]) : undefined;
+  if (sub) {
+    cmd = sub;
+    used = 2;
+  }
   if (!cmd) {
     const verb = words[1];
     if (verb === undefined || verb === 'help') {
@@ -97,7 +103,7 @@ function parseConfig(options: Readonly<Record<string, OptionSpec>>) {
 }
 
 /** Parse the flags and positionals of one command; every problem is a UsageError. */
-export function parseCommandLine(cmd: Command, rest: string[]): { values: Values; args: Record<string, string> } {
+export function parseCommandLine(cmd: Command, rest: string[]): { values: Values; args: Record<string, string>; rest: string[] } {
   const options = { ...GLOBAL_OPTIONS, ...cmd.options };
   let parsed: { values: Values; positionals: string[] };
   try {
@@ -118,12 +124,12 @@ export function parseCommandLine(cmd: Command, rest: string[]): { values: Values
   if (parsed.positionals.length < names.length) {
     throw new UsageError(`missing argument ${names[parsed.positionals.length]!.toUpperCase()}`);
   }
-  if (parsed.positionals.length > names.length) {
+  if (parsed.positionals.length > names.length && !cmd.rest) {
     throw new UsageError(`unexpected argument '${parsed.positionals[names.length]}'`);
   }
   const args: Record<string, string> = {};
   names.forEach((n, i) => (args[n] = parsed.positionals[i]!));
-  return { values: parsed.values, args };
+  return { values: parsed.values, args, rest: parsed.positionals.slice(names.length) };
 }
 
 /** node:util parseArgs messages, cut to their first sentence and made to read like ours. */
@@ -171,13 +177,14 @@ export async function run(argv: readonly string[], io: RunIo): Promise<number> {
       return EXIT_USAGE;
     }
     cmd = resolved.cmd;
-    const { values, args } = parseCommandLine(cmd, resolved.rest);
+    const { values, args, rest } = parseCommandLine(cmd, resolved.rest);
     const json = values.json === true;
     token = (typeof values.token === 'string' ? values.token : undefined) ?? io.env.NETWALL_TOKEN;
     const url = (typeof values.url === 'string' ? values.url : undefined) ?? (io.env.NETWALL_URL || DEFAULT_URL);
     const inv: Invocation = {
       values,
       args,
+      rest,
       env: io.env,
       readFile: io.readFile,
       client: () => (client ??= new ApiClient({ url, token, ...(io.fetch && { fetch: io.fetch }) })),

@@ -13,6 +13,7 @@ import { DEFAULT_IPAM, type IpamConfig } from './ipam.js';
 import { Metrics } from './metrics.js';
 import { DEFAULT_RENDER_SETTINGS, type RenderSettings } from './model.js';
 import { RateLimiter } from './ratelimit.js';
+import { auditRoutes } from './routes/audits.js';
 import { hostApiRoutes } from './routes/host-api.js';
 import { hostRoutes } from './routes/hosts.js';
 import { reachabilityRoutes } from './routes/reachability.js';
@@ -148,6 +149,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   await app.register(specRoutes);
   await app.register(reachabilityRoutes);
   await app.register(hostApiRoutes);
+  await app.register(auditRoutes);
   return app;
 }
 

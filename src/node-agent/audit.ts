@@ -91,7 +91,8 @@ export class AuditRunner {
     this.seen.add(a.id);
     if (this.seen.size > 1000) this.seen.delete(this.seen.values().next().value as string);
     const t0 = Date.now();
-    this.o.log(`[netwall] audit ${a.id}: ${a.probes.length} probe(s) from ${new Set(a.probes.map((p) => `${p.tenant}/${p.workload}`)).size} workload(s)`);
+    const lag = ((this.o.now ?? Date.now)() - Date.parse(a.issuedAt)) / 1000;
+    this.o.log(`[netwall] audit ${a.id}: ${a.probes.length} probe(s) from ${new Set(a.probes.map((p) => `${p.tenant}/${p.workload}`)).size} workload(s), issued ${lag.toFixed(1)} s ago`);
     const totals = await this.runAssignment(a);
     this.o.log(`[netwall] audit ${a.id}: done in ${((Date.now() - t0) / 1000).toFixed(1)} s (${Object.entries(totals).map(([k, v]) => `${k} ${v}`).join(', ')})`);
   }

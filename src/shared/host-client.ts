@@ -3,6 +3,7 @@
  * request signed with the host's ed25519 identity, errors rebuilt as typed
  * NetwallErrors, document signatures verified against the coordinator's key.
  */
+import type { ProbeReport, SignedAssignment } from './audit.js';
 import { signRequest, verifyDocument } from './crypto.js';
 import type { DesiredState, HostKind, RouterCredential, SignedDocument } from './desired.js';
 import { errorFromBody, NetwallError } from './errors.js';
@@ -81,6 +82,17 @@ export class HostClient {
 
   async deleteWorkload(tenant: string, name: string): Promise<void> {
     await this.request('DELETE', `${this.base}/workloads/${encodeURIComponent(tenant)}/${encodeURIComponent(name)}`);
+  }
+
+  /** Nodes only: long-poll for reachability-audit assignments (signed; the caller verifies them). */
+  async audits(waitSeconds = 25, signal?: AbortSignal): Promise<SignedAssignment[]> {
+    const res = await this.request<{ audits: SignedAssignment[] }>('GET', `${this.base}/audits?wait=${waitSeconds}`, undefined, signal);
+    return res.status === 204 ? [] : (res.body?.audits ?? []);
+  }
+
+  /** Nodes only: results of an audit's probes, in chunks; `done` on the last. */
+  async reportAudit(id: string, results: ProbeReport[], done: boolean): Promise<void> {
+    await this.request('POST', `${this.base}/audits/${encodeURIComponent(id)}/results`, { results, done });
   }
 }
 
