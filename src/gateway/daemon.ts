@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import { Reconciler } from '../shared/dataplane/reconcile.js';
 import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
-import type { DesiredState, GatewayExposure } from '../shared/desired.js';
+import { emptyDocument, type DesiredState, type GatewayExposure } from '../shared/desired.js';
 import { HostClient } from '../shared/host-client.js';
 import { ensureStateDir, loadIdentity } from '../shared/host-state.js';
 import { ExecaRunner, type ChangeLogger } from '../shared/runner.js';
@@ -84,6 +84,8 @@ export class GatewayDaemon {
       }),
       firewallMemoryFile: join(this.o.stateDir, FIREWALL_MEMORY_FILE),
       onWireguardExit: () => this.schedule(),
+      // A node's rotated key (or a new member): handshake at once, not after WireGuard's 5 s retry.
+      kickHandshakes: true,
     });
     this.router = new RouterServer({ name: id.name, coordinatorKey: id.coordinatorKey, log: (l) => log(`[router] ${l}`) });
     this.mesh = new MeshUpstream({ sourceAddress: (tenant) => this.meshAddress.get(tenant), log: (l) => log(`[mesh] ${l}`) });
@@ -101,7 +103,7 @@ export class GatewayDaemon {
       onDocument: (doc) => this.apply(doc),
     });
     // The cached document's firewall is in place before the public listeners open.
-    await this.watcher.startFromCache();
+    if (!(await this.watcher.startFromCache())) await this.reconciler.ensureFirewall(emptyDocument('gateway', id.name));
     await this.pub.start(this.o.listen.address, { http: this.o.listen.http, https: this.o.listen.https });
     this.publicStarted = true;
     if (this.watcher.current) await this.pub.update(this.watcher.current.exposures);

@@ -6,7 +6,7 @@
  * and `attach` use, and reports status and drop counters.
  */
 import { join } from 'node:path';
-import type { DesiredState } from '../shared/desired.js';
+import { emptyDocument, type DesiredState } from '../shared/desired.js';
 import { HostClient } from '../shared/host-client.js';
 import { ensureStateDir, loadIdentity } from '../shared/host-state.js';
 import { ExecaRunner, type ChangeLogger } from '../shared/runner.js';
@@ -20,6 +20,7 @@ import { hostClientAllocator, startAgentSocket, type AgentSocketServer } from '.
 import { NetnsRegistry, TunnelSupervisor } from './tunnels.js';
 import { ProcessSpawner } from '../shared/dataplane/wgproc.js';
 import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
+import { settleTenantKeys } from '../shared/dataplane/key-rotation.js';
 
 /** In the state dir: the kernel's listing of our nft table as last applied. */
 export const FIREWALL_MEMORY_FILE = 'firewall-applied.json';
@@ -64,6 +65,7 @@ export class Agent {
       firewall: nodeFirewall(this.o.firewall),
       firewallMemoryFile: join(this.o.stateDir, FIREWALL_MEMORY_FILE),
       onWireguardExit: () => this.schedule('wireguard-go exited'),
+      kickHandshakes: true,
     });
     if (this.o.installCni) installCniPlugin({ binDir: this.o.cniBinDir });
     const netns = new NetnsRegistry(join(this.o.stateDir, 'workloads.json'));
@@ -86,6 +88,8 @@ export class Agent {
         // A new entry point may need its router client at once.
         this.schedule('workload attached');
       },
+      // `netwall-agent rotate-key` wrote a next key: register it now rather than at the next interval.
+      onReconcile: () => this.schedule('reconcile requested'),
     });
     this.watcher = new DesiredStateWatcher({
       client: this.client,
@@ -94,7 +98,8 @@ export class Agent {
       log: this.o.log,
       onDocument: (doc) => this.apply(doc),
     });
-    await this.watcher.startFromCache();
+    // No cached document yet: the firewall of an empty one, before the first connection to the coordinator.
+    if (!(await this.watcher.startFromCache())) await this.reconciler.ensureFirewall(emptyDocument('node', id.name));
     void this.watcher.run();
     // Reachability audits: probes from inside the local workloads' namespaces (src/node-agent/audit.ts).
     this.audits = new AuditRunner({ node: id.name, coordinatorKey: id.coordinatorKey, client: this.client, runner, netnsOf: (t, w) => netns.get(t, w), log: this.o.log });
@@ -117,6 +122,8 @@ export class Agent {
   private async applyNow(doc: DesiredState): Promise<void> {
     const reconciler = this.reconciler!;
     const client = this.client!;
+    // Key rotation (key-rotation.ts): promote a next key the document names, before the reconcile applies it.
+    const keysToRegister = settleTenantKeys(this.o.stateDir, doc, this.o.log);
     const result = await reconciler.reconcile(doc);
     const errors = [...result.errors];
     try {
@@ -128,7 +135,7 @@ export class Agent {
       errors.push(`cni config: ${(err as Error).message}`);
     }
     errors.push(...(await this.tunnels!.sync(doc)));
-    for (const k of result.keysToRegister) {
+    for (const k of keysToRegister) {
       try {
         await client.registerKey(k.tenant, k.publicKey);
         this.o.log(`[netwall] registered WireGuard public key for tenant ${k.tenant}`);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * netwall-agent: enroll | run | attach | detach | install-cni | plan
+ * netwall-agent: enroll | run | attach | detach | install-cni | plan | rotate-key
  * Flags win over NETWALL_* environment variables. Errors: one line, exit 1
  * (2 for usage).
  */
@@ -17,6 +17,7 @@ import { DEFAULT_CNI_BIN_DIR, installCniPlugin } from './cni/install.js';
 import { describeChange, Reconciler } from '../shared/dataplane/reconcile.js';
 import { nodeFirewall } from './nftables.js';
 import { attachCommand, DEFAULT_AGENT_SOCKET, detachCommand } from './socket.js';
+import { rotateKeyCommand } from './rotate-key.js';
 import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
 
 const USAGE = `usage: netwall-agent <command> [flags]
@@ -27,6 +28,8 @@ const USAGE = `usage: netwall-agent <command> [flags]
   attach  --tenant T --name N [--label k=v]... --netns PATH|NAME|PID [--ifname eth0] [--socket PATH] [--json]
   detach  --tenant T --name N [--socket PATH] [--json]
   install-cni [--cni-bin-dir DIR]
+  rotate-key --tenant T [--wait SECONDS] [--socket PATH]  new WireGuard key for the tenant's interface: registered
+          first, used once the coordinator distributed it (peers switch with the same version)
 common: --state-dir DIR (default /var/lib/netwall/agent; env NETWALL_STATE_DIR)
 env: NETWALL_COORDINATOR, NETWALL_SOCKET, NETWALL_CNI_CONF_DIR, NETWALL_CNI_BIN_DIR, NETWALL_INTERVAL`;
 
@@ -52,6 +55,7 @@ const options = {
   netns: { type: 'string' },
   ifname: { type: 'string' },
   json: { type: 'boolean' },
+  wait: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -139,6 +143,14 @@ async function main(argv: string[]): Promise<void> {
       return;
     case 'detach':
       await detachCommand({ tenant: required(v.tenant, '--tenant'), name: required(v.name, '--name'), socket, json: v.json ?? false });
+      return;
+    case 'rotate-key':
+      await rotateKeyCommand({
+        stateDir,
+        tenant: required(v.tenant, '--tenant'),
+        socket,
+        waitSeconds: v.wait === undefined ? 0 : parseSeconds(v.wait, '--wait', 1, 3600),
+      });
       return;
     case 'install-cni':
       console.log(`installed ${installCniPlugin({ binDir: v['cni-bin-dir'] ?? env.NETWALL_CNI_BIN_DIR ?? DEFAULT_CNI_BIN_DIR })}`);

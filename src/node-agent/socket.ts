@@ -8,6 +8,7 @@
  *        → Allocator.create (the agent asks the coordinator) → attachWorkload → 200 {workload, attachment}
  *   POST /v1/detach {tenant, name, ifname?, containerId?}
  *        → detachWorkload → Allocator.release → 200 {tenant, name, removed, released}
+ *   POST /v1/reconcile → 202 {status: "scheduled"}: reconcile now (after `rotate-key` wrote a next key)
  *   GET  /v1/health → 200 {status: "ok"}
  *
  * Errors are `{"error": {"code", "message"}}` like the coordinator's API; a bad
@@ -125,6 +126,8 @@ export interface AgentSocketOptions {
   mtu?: number | (() => number);
   /** Called after every successful attach/detach, so the agent can reconcile right away. */
   onChange?: (event: ChangeEvent) => void;
+  /** `POST /v1/reconcile`: the agent reconciles its current document now. */
+  onReconcile?: () => void;
   /** Prints each change to the system. */
   log?: ChangeLogger;
 }
@@ -321,8 +324,15 @@ export function createAgentRequestHandler(opts: AgentSocketOptions): (req: Incom
             return send(res, 200, await attach(await readBody(req)));
           case 'POST /v1/detach':
             return send(res, 200, await detach(await readBody(req)));
+          case 'POST /v1/reconcile':
+            try {
+              opts.onReconcile?.();
+            } catch {
+              // the next interval reconciles anyway
+            }
+            return send(res, 202, { status: 'scheduled' });
           default:
-            if (['/v1/health', '/v1/attach', '/v1/detach'].includes(url.pathname)) {
+            if (['/v1/health', '/v1/attach', '/v1/detach', '/v1/reconcile'].includes(url.pathname)) {
               return send(res, 405, { error: { code: 'method_not_allowed', message: `${req.method} not allowed on ${url.pathname}` } });
             }
             return send(res, 404, { error: { code: 'not_found', message: `no route ${route}` } });
@@ -458,6 +468,11 @@ export class AgentClient {
 
   detach(req: DetachRequest): Promise<DetachResponse> {
     return this.request('POST', '/v1/detach', req);
+  }
+
+  /** Ask the agent to reconcile now (e.g. to register a next WireGuard key at once). */
+  reconcile(): Promise<{ status: string }> {
+    return this.request('POST', '/v1/reconcile');
   }
 }
 

@@ -207,6 +207,20 @@ export interface GatewayExposure {
   routerClients: { workload: string; node: string; publicKey: string }[];
 }
 
+/** The document of a host that serves nothing yet (its firewall before the first real document). */
+export function emptyDocument(kind: HostKind, host: string): DesiredState {
+  return {
+    schema: DESIRED_SCHEMA,
+    kind,
+    host,
+    version: 0,
+    settings: { mtu: 1420, statusIntervalSeconds: 30, keepaliveSeconds: null },
+    tenants: [],
+    exposures: [],
+    networks: [],
+  };
+}
+
 /** What travels on the wire: the document as exact JSON text plus an ed25519 signature over it. */
 export interface SignedDocument {
   document: string;

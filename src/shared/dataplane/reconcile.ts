@@ -41,6 +41,7 @@ import {
   WireguardLinks,
   applyWireguardChange,
   desiredWireguard,
+  handshakeKicks,
   observeWireguard,
   planWireguard,
   publicKeyOfFile,
@@ -233,13 +234,19 @@ export interface ReconcileDeps {
   firewallMemory: FirewallState;
   /** Clock (ms), for tests. */
   now?: () => number;
+  /** After the apply, start handshakes with new peers and, after a key change, with every peer (`handshakeKicks`). */
+  kickHandshakes?: boolean;
 }
 
 export interface ReconcileResult {
   /** The plan that was applied (empty: already up to date). */
   changes: Change[];
   errors: string[];
-  /** Tenants whose local public key is not the one in the document: register these with the coordinator. */
+  /**
+   * Tenants whose local public key is not the one in the document: register these with the coordinator.
+   * A host that rotates keys (the node agent) uses settleTenantKeys (key-rotation.ts) instead, which
+   * never re-registers the current key while a next one waits.
+   */
   keysToRegister: { tenant: string; publicKey: string }[];
   /** Time this tick spent on the firewall (render, listing, plan, apply), in ms; for benchmarks and logs. */
   firewallMs: number;
@@ -289,6 +296,17 @@ export async function reconcile(desired: DesiredState, deps: ReconcileDeps): Pro
     },
     onFirewallMs: (ms) => (firewallMs += ms),
   });
+  if (deps.kickHandshakes && changes.some((c) => c.kind === 'peer-set' || c.kind === 'wg-config')) {
+    const wgChanges = changes.filter((c): c is WireguardChange => c.kind === 'peer-set' || c.kind === 'wg-config');
+    for (const argv of handshakeKicks(wgChanges, desiredWireguard(desired, keyFor), observed.wireguard)) {
+      deps.log(`[#] ${argv.join(' ')}`);
+      try {
+        await deps.runner.run(argv);
+      } catch (err) {
+        errors.push(`handshake kick ${argv[2]}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
   const keysToRegister = desired.tenants
     .map((t) => ({ tenant: t.tenant, publicKey: keyFor(t.tenant).publicKey, known: t.publicKey }))
     .filter((k) => k.publicKey !== k.known)
@@ -317,6 +335,8 @@ export interface ReconcilerOptions {
   firewallMemoryFile?: string;
   /** Clock (ms), for tests. */
   now?: () => number;
+  /** See ReconcileDeps.kickHandshakes (the daemons set it; default off). */
+  kickHandshakes?: boolean;
 }
 
 /**
@@ -357,6 +377,7 @@ export class Reconciler {
       firewall: this.options.firewall,
       firewallMemory: this.firewallMemory,
       ...(this.options.now ? { now: this.options.now } : {}),
+      ...(this.options.kickHandshakes ? { kickHandshakes: true } : {}),
     };
   }
 
@@ -370,6 +391,27 @@ export class Reconciler {
       result.firewallMs += performance.now() - t0;
     }
     return result;
+  }
+
+  /**
+   * Load the table `doc` renders when ours is missing, before the host opens
+   * its first connection: conntrack starts tracking in a namespace only once
+   * a table uses it, and a connection opened before that (the first
+   * long-poll) would see its replies dropped by the restricted input chain
+   * as "new" until it timed out. Returns whether it loaded the table.
+   */
+  async ensureFirewall(doc: DesiredState): Promise<boolean> {
+    const table = this.options.firewall.table;
+    if ((await observeFirewall(this.options.runner, table)).table !== null) return false;
+    const memory = await applyFirewallChange(
+      { kind: 'firewall-replace', op: 'update', reason: 'missing', old: null, new: this.options.firewall.render(doc) },
+      this.options.runner,
+      this.options.log,
+    );
+    this.firewallMemory.current = memory;
+    this.firewallMemory.verifiedAt = (this.options.now ?? Date.now)();
+    if (this.options.firewallMemoryFile) writeFileAtomic(this.options.firewallMemoryFile, JSON.stringify(memory), 0o600);
+    return true;
   }
 
   /** Observe and plan only (an empty list means the kernel matches the document). */

@@ -360,6 +360,43 @@ export function peerCommand(change: Extract<WireguardChange, { kind: 'peer-set' 
   return argv;
 }
 
+/**
+ * Handshakes to start at once after a plan was applied (pure): towards every
+ * peer of an interface whose own key changed (rotation: `wg set private-key`
+ * expired its sessions), and towards every peer just added (a new member, or
+ * a peer's rotated key). Without this, a side whose first initiation went out
+ * before the other side knew the new key waits for WireGuard's 5 s retry.
+ *
+ * The kick turns persistent keepalive off → on (which sends a keepalive, and
+ * with no session a handshake initiation) and back to the desired value, in
+ * one `wg set` per interface; only peers with an endpoint (desired or
+ * roamed-to) can be dialled.
+ */
+export function handshakeKicks(changes: readonly WireguardChange[], desired: readonly DesiredInterface[], observed: readonly ObservedInterface[]): string[][] {
+  const rotated = new Set<string>();
+  const added = new Set<string>();
+  for (const c of changes) {
+    if (c.kind === 'wg-config' && c.old !== null && c.old.publicKey !== null && c.old.publicKey !== c.new.publicKey) rotated.add(c.iface);
+    if (c.kind === 'peer-set' && c.op === 'add') added.add(`${c.iface} ${c.new.publicKey}`);
+  }
+  const out: string[][] = [];
+  for (const d of desired) {
+    const seen = new Map((observed.find((o) => o.iface === d.iface)?.wg?.peers ?? []).map((p) => [p.publicKey, p]));
+    const peers = d.peers.filter(
+      (p) => (rotated.has(d.iface) || added.has(`${d.iface} ${p.publicKey}`)) && (p.endpoint !== null || seen.get(p.publicKey)?.endpoint),
+    );
+    if (peers.length === 0) continue;
+    const argv = ['wg', 'set', d.iface];
+    for (const p of peers) {
+      // Off → on sends the keepalive; the second clause leaves the desired value.
+      const [first, second] = p.keepalive === null ? ['1', 'off'] : ['off', String(p.keepalive)];
+      argv.push('peer', p.publicKey, 'persistent-keepalive', first, 'peer', p.publicKey, 'persistent-keepalive', second);
+    }
+    out.push(argv);
+  }
+  return out;
+}
+
 export function wireguardCommand(change: WireguardChange): string[] | null {
   switch (change.kind) {
     case 'link-add':

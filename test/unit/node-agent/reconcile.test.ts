@@ -6,7 +6,7 @@ import { containerInterfaceName } from '../../../src/node-agent/names.js';
 import { FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, orderChanges, type Change } from '../../../src/shared/dataplane/reconcile.js';
 import { nodeFirewall, renderFirewall } from '../../../src/node-agent/nftables.js';
 import type { ChildHandle, Spawner } from '../../../src/shared/dataplane/wgproc.js';
-import type { DesiredState } from '../../../src/shared/desired.js';
+import { emptyDocument, type DesiredState } from '../../../src/shared/desired.js';
 import { FakeKernel } from './fake-kernel.js';
 import { emptyNode, node, peer, tenant, testKey, twoTenants } from './dataplane-fixtures.js';
 
@@ -330,4 +330,14 @@ test('memory file: persisted after a delta, reused after a restart; an old-forma
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('ensureFirewall: a missing table is loaded from the empty document before anything else; a present one is left alone', async (t) => {
+  const { kernel, reconciler } = setup();
+  t.true(await reconciler.ensureFirewall(emptyDocument('node', 'node1')));
+  t.is(kernel.links.size, 0, 'no interface, route or peer is touched');
+  t.false(await reconciler.ensureFirewall(emptyDocument('node', 'node1')), 'already there: nothing to do');
+  // The first real document then replaces it as a structural change, and the next plan is empty.
+  await reconciler.reconcile(twoTenants());
+  t.deepEqual(await reconciler.plan(twoTenants()), []);
 });
