@@ -13,6 +13,8 @@ import { Reconciler } from '../shared/dataplane/reconcile.js';
 import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
 import { emptyDocument, type DesiredState, type GatewayExposure } from '../shared/desired.js';
 import { HostClient } from '../shared/host-client.js';
+import { HostReporter } from '../shared/host-report.js';
+import { settleTenantKeys } from '../shared/dataplane/key-rotation.js';
 import { ensureStateDir, loadIdentity } from '../shared/host-state.js';
 import { ExecaRunner, type ChangeLogger } from '../shared/runner.js';
 import { DesiredStateWatcher } from '../shared/watch.js';
@@ -62,7 +64,7 @@ export class GatewayDaemon {
   /** tenant → this gateway's mesh address (router listener and mesh source). */
   private meshAddress = new Map<string, string>();
   private queue: Promise<void> = Promise.resolve();
-  private lastErrors: string[] = [];
+  private reporter?: HostReporter;
   private lastApplied: { version: number; at: string } | null = null;
 
   constructor(private readonly o: GatewayOptions) {}
@@ -73,6 +75,7 @@ export class GatewayDaemon {
     if (id.kind !== 'gateway') throw new Error(`${this.o.stateDir} holds a ${id.kind} identity, not a gateway's`);
     const log = this.o.log;
     this.client = new HostClient(id);
+    this.reporter = new HostReporter(this.client, log);
     this.reconciler = new Reconciler({
       runner: new ExecaRunner(),
       log,
@@ -125,6 +128,7 @@ export class GatewayDaemon {
   }
 
   private async applyNow(doc: DesiredState): Promise<void> {
+    const keysToRegister = settleTenantKeys(this.o.stateDir, doc, this.o.log);
     const result = await this.reconciler!.reconcile(doc);
     const errors = [...result.errors];
     this.meshAddress = new Map(doc.tenants.map((t) => [t.tenant, t.address.split('/')[0] as string]));
@@ -135,27 +139,13 @@ export class GatewayDaemon {
       for (const f of r.tcpFailed) errors.push(`tcp listener ${f.port}: ${f.error}`);
       for (const c of r.conflicts) errors.push(`conflict: ${JSON.stringify(c)}`);
     }
-    for (const k of result.keysToRegister) {
-      try {
-        await this.client!.registerKey(k.tenant, k.publicKey);
-        this.o.log(`[netwall] registered WireGuard public key for tenant ${k.tenant}`);
-      } catch (err) {
-        errors.push(`register key ${k.tenant}: ${(err as Error).message}`);
-      }
-    }
-    for (const e of errors) if (!this.lastErrors.includes(e)) this.o.log(`[netwall] error: ${e}`);
-    this.lastErrors = errors;
+    errors.push(...(await this.reporter!.registerKeys(keysToRegister)));
     this.lastApplied = { version: doc.version, at: new Date().toISOString() };
-    try {
-      await this.client!.reportStatus({
-        appliedVersion: doc.version,
-        errors: errors.slice(0, 100).map((e) => e.slice(0, 2000)),
-        drops: await this.reconciler!.dropCounters().catch(() => ({})),
-        details: { changes: result.changes.length, offline: this.watcher?.offline ?? false, router: this.routerSummary() },
-      });
-    } catch {
-      // The coordinator is down: serving goes on; the next report will tell.
-    }
+    await this.reporter!.report(doc, errors, () => this.reconciler!.dropCounters(), {
+      changes: result.changes.length,
+      offline: this.watcher?.offline ?? false,
+      router: this.routerSummary(),
+    });
   }
 
   /** One router-server listener per tenant, on this gateway's mesh address in it (only that tenant's grants are accepted there). */
@@ -188,7 +178,7 @@ export class GatewayDaemon {
     return {
       applied: this.lastApplied,
       offline: this.watcher?.offline ?? null,
-      errors: this.lastErrors,
+      errors: this.reporter?.errors ?? [],
       public: this.pub?.addresses() ?? null,
       router: this.router ? { listening: this.router.addresses(), ...this.routerSummary() } : null,
       mesh: this.mesh?.stats() ?? null,

@@ -4,15 +4,11 @@
  * Flags win over NETWALL_* environment variables. Errors: one line, exit 1
  * (2 for usage).
  */
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { describeChange, Reconciler } from '../shared/dataplane/reconcile.js';
-import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
-import { NetwallError } from '../shared/errors.js';
-import { enrollHost, loadCachedDocument, loadIdentity } from '../shared/host-state.js';
+import { ENROLL_OPTIONS, enrollCommand, planCommand } from '../shared/host-commands.js';
+import { type WireguardMode } from '../shared/dataplane/wireguard.js';
 import { isIpv4 } from '../shared/ipv4.js';
-import { parsePort, parsePorts, parseSeconds, required, runMain, stopOnSignals, UsageError } from '../shared/program.js';
-import { ExecaRunner } from '../shared/runner.js';
+import { parsePort, parsePorts, parseSeconds, runMain, stopOnSignals, UsageError } from '../shared/program.js';
 import { FIREWALL_MEMORY_FILE, GatewayDaemon } from './daemon.js';
 import { gatewayFirewall } from './firewall.js';
 import { DEFAULT_LIMITS, type PublicLimits } from './public/index.js';
@@ -30,12 +26,7 @@ env: NETWALL_COORDINATOR, NETWALL_ENROLL_TOKEN, NETWALL_INTERVAL`;
 
 const options = {
   'state-dir': { type: 'string' },
-  coordinator: { type: 'string' },
-  token: { type: 'string' },
-  name: { type: 'string' },
-  endpoint: { type: 'string' },
-  'mgmt-address': { type: 'string' },
-  'public-address': { type: 'string' },
+  ...ENROLL_OPTIONS,
   listen: { type: 'string' },
   'http-port': { type: 'string' },
   'https-port': { type: 'string' },
@@ -85,7 +76,7 @@ const adminTcp = (v: Values): number[] => parsePorts(v['admin-allow-tcp'] ?? '22
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const { values: v } = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
-  if (!command || command === 'help' || v.help) {
+  if (!command || ['help', '--help', '-h'].includes(command) || v.help) {
     console.log(USAGE);
     return;
   }
@@ -93,18 +84,9 @@ async function main(argv: string[]): Promise<void> {
   const stateDir = v['state-dir'] ?? env.NETWALL_STATE_DIR ?? '/var/lib/netwall/gateway';
 
   switch (command) {
-    case 'enroll': {
-      const id = await enrollHost(stateDir, 'gateway', {
-        coordinatorUrl: required(v.coordinator ?? env.NETWALL_COORDINATOR, '--coordinator'),
-        token: required(v.token ?? env.NETWALL_ENROLL_TOKEN, '--token'),
-        name: required(v.name, '--name'),
-        ...(v.endpoint ? { endpoint: v.endpoint } : {}),
-        ...(v['mgmt-address'] ? { mgmtAddress: v['mgmt-address'] } : {}),
-        ...(v['public-address'] ? { publicAddress: v['public-address'] } : {}),
-      });
-      console.log(`enrolled gateway ${id.name} with ${id.coordinatorUrl}; identity in ${stateDir}`);
+    case 'enroll':
+      await enrollCommand('gateway', stateDir, v, env);
       return;
-    }
     case 'run': {
       const mode = (v.wireguard ?? 'auto') as WireguardMode;
       if (!['auto', 'kernel', 'userspace'].includes(mode)) throw new UsageError('--wireguard: auto, kernel or userspace');
@@ -124,21 +106,9 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'plan': {
-      const id = loadIdentity(stateDir);
-      const cached = loadCachedDocument(stateDir, id.coordinatorKey);
-      if (!cached) throw new NetwallError(`no cached desired state in ${stateDir}`);
       const l = listeners(v);
-      const rec = new Reconciler({
-        runner: new ExecaRunner(),
-        log: () => {},
-        keyFileFor: (t) => ensureTenantKey(stateDir, t).privateKeyFile,
-        firewall: gatewayFirewall({ listenerPorts: [l.http, l.https].filter((p): p is number => p !== null), adminTcpPorts: adminTcp(v) }),
-        firewallMemoryFile: join(stateDir, FIREWALL_MEMORY_FILE),
-      });
-      const changes = await rec.plan(cached.state);
-      if (v.json) console.log(JSON.stringify(changes, null, 2));
-      else if (changes.length === 0) console.log(`up to date with version ${cached.state.version}`);
-      else for (const c of changes) console.log(describeChange(c));
+      const firewall = gatewayFirewall({ listenerPorts: [l.http, l.https].filter((p): p is number => p !== null), adminTcpPorts: adminTcp(v) });
+      await planCommand(stateDir, firewall, FIREWALL_MEMORY_FILE, v.json ?? false);
       return;
     }
     default:

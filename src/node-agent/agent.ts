@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { emptyDocument, type DesiredState } from '../shared/desired.js';
 import { HostClient } from '../shared/host-client.js';
+import { HostReporter } from '../shared/host-report.js';
 import { ensureStateDir, loadIdentity } from '../shared/host-state.js';
 import { ExecaRunner, type ChangeLogger } from '../shared/runner.js';
 import { DesiredStateWatcher } from '../shared/watch.js';
@@ -47,7 +48,7 @@ export class Agent {
   private timer?: NodeJS.Timeout;
   /** One reconcile at a time, in order. */
   private queue: Promise<void> = Promise.resolve();
-  private lastErrors: string[] = [];
+  private reporter?: HostReporter;
 
   constructor(private readonly o: AgentOptions) {}
 
@@ -57,6 +58,7 @@ export class Agent {
     if (id.kind !== 'node') throw new Error(`${this.o.stateDir} holds a ${id.kind} identity, not a node's`);
     const runner = new ExecaRunner();
     this.client = new HostClient(id);
+    this.reporter = new HostReporter(this.client, this.o.log);
     this.reconciler = new Reconciler({
       runner,
       log: this.o.log,
@@ -121,7 +123,6 @@ export class Agent {
 
   private async applyNow(doc: DesiredState): Promise<void> {
     const reconciler = this.reconciler!;
-    const client = this.client!;
     // Key rotation (key-rotation.ts): promote a next key the document names, before the reconcile applies it.
     const keysToRegister = settleTenantKeys(this.o.stateDir, doc, this.o.log);
     const result = await reconciler.reconcile(doc);
@@ -135,26 +136,12 @@ export class Agent {
       errors.push(`cni config: ${(err as Error).message}`);
     }
     errors.push(...(await this.tunnels!.sync(doc)));
-    for (const k of keysToRegister) {
-      try {
-        await client.registerKey(k.tenant, k.publicKey);
-        this.o.log(`[netwall] registered WireGuard public key for tenant ${k.tenant}`);
-      } catch (err) {
-        errors.push(`register key ${k.tenant}: ${(err as Error).message}`);
-      }
-    }
-    for (const e of errors) if (!this.lastErrors.includes(e)) this.o.log(`[netwall] error: ${e}`);
-    this.lastErrors = errors;
-    try {
-      await client.reportStatus({
-        appliedVersion: doc.version,
-        errors: errors.slice(0, 100).map((e) => e.slice(0, 2000)),
-        drops: await reconciler.dropCounters().catch(() => ({})),
-        details: { changes: result.changes.length, offline: this.watcher?.offline ?? false, tunnels: this.tunnels!.status() },
-      });
-    } catch {
-      // The coordinator is down: the data plane goes on; the next report will tell.
-    }
+    errors.push(...(await this.reporter!.registerKeys(keysToRegister)));
+    await this.reporter!.report(doc, errors, () => reconciler.dropCounters(), {
+      changes: result.changes.length,
+      offline: this.watcher?.offline ?? false,
+      tunnels: this.tunnels!.status(),
+    });
   }
 
   async stop(): Promise<void> {

@@ -4,21 +4,16 @@
  * Flags win over NETWALL_* environment variables. Errors: one line, exit 1
  * (2 for usage).
  */
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { NetwallError } from '../shared/errors.js';
+import { ENROLL_OPTIONS, enrollCommand, planCommand } from '../shared/host-commands.js';
 import { parsePorts, parseSeconds, required, runMain, stopOnSignals, UsageError } from '../shared/program.js';
-import { enrollHost, loadIdentity } from '../shared/host-state.js';
-import { loadCachedDocument } from '../shared/host-state.js';
-import { ExecaRunner } from '../shared/runner.js';
 import { Agent, FIREWALL_MEMORY_FILE } from './agent.js';
 import { DEFAULT_CNI_CONF_DIR } from './cni-config.js';
 import { DEFAULT_CNI_BIN_DIR, installCniPlugin } from './cni/install.js';
-import { describeChange, Reconciler } from '../shared/dataplane/reconcile.js';
 import { nodeFirewall } from './nftables.js';
 import { attachCommand, DEFAULT_AGENT_SOCKET, detachCommand } from './socket.js';
 import { rotateKeyCommand } from './rotate-key.js';
-import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
+import { type WireguardMode } from '../shared/dataplane/wireguard.js';
 
 const USAGE = `usage: netwall-agent <command> [flags]
   enroll  --coordinator URL --token T --name N [--endpoint IP[:PORT]] [--mgmt-address IP] [--public-address IP]
@@ -35,12 +30,7 @@ env: NETWALL_COORDINATOR, NETWALL_SOCKET, NETWALL_CNI_CONF_DIR, NETWALL_CNI_BIN_
 
 const options = {
   'state-dir': { type: 'string' },
-  coordinator: { type: 'string' },
-  token: { type: 'string' },
-  name: { type: 'string' },
-  endpoint: { type: 'string' },
-  'mgmt-address': { type: 'string' },
-  'public-address': { type: 'string' },
+  ...ENROLL_OPTIONS,
   socket: { type: 'string' },
   'cni-conf-dir': { type: 'string' },
   'cni-bin-dir': { type: 'string' },
@@ -73,7 +63,7 @@ function firewallOptions(v: { 'underlay-restrict'?: boolean; 'underlay-allow-tcp
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   const { values: v } = parseArgs({ args: rest, options, strict: true, allowPositionals: false });
-  if (!command || command === 'help' || v.help) {
+  if (!command || ['help', '--help', '-h'].includes(command) || v.help) {
     console.log(USAGE);
     return;
   }
@@ -82,18 +72,9 @@ async function main(argv: string[]): Promise<void> {
   const socket = v.socket ?? env.NETWALL_SOCKET ?? DEFAULT_AGENT_SOCKET;
 
   switch (command) {
-    case 'enroll': {
-      const id = await enrollHost(stateDir, 'node', {
-        coordinatorUrl: required(v.coordinator ?? env.NETWALL_COORDINATOR, '--coordinator'),
-        token: required(v.token ?? env.NETWALL_ENROLL_TOKEN, '--token'),
-        name: required(v.name, '--name'),
-        ...(v.endpoint ? { endpoint: v.endpoint } : {}),
-        ...(v['mgmt-address'] ? { mgmtAddress: v['mgmt-address'] } : {}),
-        ...(v['public-address'] ? { publicAddress: v['public-address'] } : {}),
-      });
-      console.log(`enrolled node ${id.name} with ${id.coordinatorUrl}; identity in ${stateDir}`);
+    case 'enroll':
+      await enrollCommand('node', stateDir, v, env);
       return;
-    }
     case 'run': {
       const interval = parseSeconds(v.interval ?? env.NETWALL_INTERVAL ?? '10', '--interval', 1, 3600);
       const mode = (v.wireguard ?? 'auto') as WireguardMode;
@@ -113,23 +94,9 @@ async function main(argv: string[]): Promise<void> {
       stopOnSignals(() => agent.stop(), console.log, 'the data plane stays up');
       return;
     }
-    case 'plan': {
-      const id = loadIdentity(stateDir);
-      const cached = loadCachedDocument(stateDir, id.coordinatorKey);
-      if (!cached) throw new NetwallError(`no cached desired state in ${stateDir}`);
-      const rec = new Reconciler({
-        runner: new ExecaRunner(),
-        log: () => {},
-        keyFileFor: (t) => ensureTenantKey(stateDir, t).privateKeyFile,
-        firewall: nodeFirewall(firewallOptions(v)),
-        firewallMemoryFile: join(stateDir, FIREWALL_MEMORY_FILE),
-      });
-      const changes = await rec.plan(cached.state);
-      if (v.json) console.log(JSON.stringify(changes, null, 2));
-      else if (changes.length === 0) console.log(`up to date with version ${cached.state.version}`);
-      else for (const c of changes) console.log(describeChange(c));
+    case 'plan':
+      await planCommand(stateDir, nodeFirewall(firewallOptions(v)), FIREWALL_MEMORY_FILE, v.json ?? false);
       return;
-    }
     case 'attach':
       await attachCommand({
         tenant: required(v.tenant, '--tenant'),
