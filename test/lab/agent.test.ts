@@ -345,12 +345,12 @@ labTest('coordinator down: existing and new flows continue; a restarted agent re
   await waitUntil(agentsCurrent, 30_000, 'agents to report again');
 });
 
-labTest('agent restart: no lost traffic, empty plan after', async (t) => {
+labTest('agent killed (SIGKILL on node1) and stopped (SIGTERM on node2), then restarted: no lost traffic, empty plan after', async (t) => {
   const stream = run(['nsenter', `--net=${w.web1!.netns}`, 'ping', '-i', '0.05', '-c', '200', '-W', '1', w.db1!.ip], { allowFailure: true, timeoutMs: 30_000 });
   await new Promise((r) => setTimeout(r, 500));
   const linksBefore = (await world.exec('node1', ['wg', 'show', 'all', 'latest-handshakes'])).stdout;
   for (const n of NODES) {
-    await world.stopAgent(n);
+    await world.stopAgent(n, n === 'node1' ? 'SIGKILL' : 'SIGTERM');
     await world.startAgent(n);
   }
   const newFlow = await reach(w.web1!, 'tcp', w.db1!.ip, 5432);
