@@ -570,41 +570,11 @@ export class LabWorld {
 
   /** A busybox root filesystem (no image pulls): sh, httpd, nc, wget, ip. */
   buildRootfs(): void {
-    const dir = this.rootfs;
-    if (existsSync(join(dir, 'bin', 'busybox'))) return;
-    for (const d of ['bin', 'proc', 'sys', 'dev', 'etc', 'tmp', 'run', 'www']) mkdirSync(join(dir, d), { recursive: true });
-    const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
-    if (!busybox) throw new Error('busybox not found (apt-get install busybox-static)');
-    copyFileSync(busybox, join(dir, 'bin', 'busybox'));
-    runSync(['chmod', '0755', join(dir, 'bin', 'busybox')]);
-    for (const applet of runSync([busybox, '--list']).stdout.split('\n').filter(Boolean)) {
-      if (applet !== 'busybox' && !existsSync(join(dir, 'bin', applet))) symlinkSync('busybox', join(dir, 'bin', applet));
-    }
-    writeFileSync(join(dir, 'etc', 'passwd'), 'root:x:0:0:root:/:/bin/sh\n');
-    writeFileSync(join(dir, 'etc', 'group'), 'root:x:0:\n');
-    writeFileSync(join(dir, 'etc', 'hosts'), '127.0.0.1 localhost\n');
-    writeFileSync(join(dir, 'www', 'index.html'), 'hello from netwall\n');
-    // A one-line TCP "database": answers every connection with its name.
-    writeFileSync(join(dir, 'bin', 'reply'), '#!/bin/sh\necho "$REPLY_TEXT"\n', { mode: 0o755 });
+    buildBusyboxRootfs(this.rootfs);
   }
 
   private containersConf(node: NodeName): string {
-    const path = join(this.hostDir(node), 'containers.conf');
-    writeFileSync(
-      path,
-      [
-        '[network]',
-        'network_backend = "cni"',
-        `cni_plugin_dirs = ["${this.cniBinDir}", "/usr/lib/cni"]`,
-        `network_config_dir = "${this.cniConfDirOf(node)}"`,
-        '[engine]',
-        'runtime = "runc"',
-        'events_logger = "file"',
-        'cgroup_manager = "cgroupfs"',
-        '',
-      ].join('\n'),
-    );
-    return path;
+    return writeContainersConf(join(this.hostDir(node), 'containers.conf'), this.cniBinDir, this.cniConfDirOf(node));
   }
 
   /** The cgroup (cgroupfs manager) under which a node's containers live. */
@@ -825,15 +795,9 @@ export class LabWorld {
     return problems;
   }
 
-  /** Pids of processes whose command line contains this lab's state directory. */
+  /** Pids of the live processes whose command line names this lab's state directory. */
   processesUsingDir(): number[] {
-    const out: number[] = [];
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      const cmdline = readProcText(`/proc/${entry}/cmdline`);
-      if (cmdline && cmdline.split('\0').some((arg) => arg.startsWith(`${this.dir}/`))) out.push(Number(entry));
-    }
-    return out;
+    return processesWith(`${this.dir}/`).map((p) => p.pid);
   }
 }
 
@@ -851,4 +815,57 @@ export function tail(path: string, lines = 20): string {
   } catch {
     return '';
   }
+}
+
+/** A busybox root filesystem in `dir` (no image pulls): sh, httpd, nc, wget, ip, and the demo's `reply`. */
+export function buildBusyboxRootfs(dir: string): void {
+  if (existsSync(join(dir, 'bin', 'busybox'))) return;
+  for (const d of ['bin', 'proc', 'sys', 'dev', 'etc', 'tmp', 'run', 'www']) mkdirSync(join(dir, d), { recursive: true });
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+  if (!busybox) throw new Error('busybox not found (apt-get install busybox-static)');
+  copyFileSync(busybox, join(dir, 'bin', 'busybox'));
+  runSync(['chmod', '0755', join(dir, 'bin', 'busybox')]);
+  for (const applet of runSync([busybox, '--list']).stdout.split('\n').filter(Boolean)) {
+    if (applet !== 'busybox' && !existsSync(join(dir, 'bin', applet))) symlinkSync('busybox', join(dir, 'bin', applet));
+  }
+  writeFileSync(join(dir, 'etc', 'passwd'), 'root:x:0:0:root:/:/bin/sh\n');
+  writeFileSync(join(dir, 'etc', 'group'), 'root:x:0:\n');
+  writeFileSync(join(dir, 'etc', 'hosts'), '127.0.0.1 localhost\n');
+  writeFileSync(join(dir, 'www', 'index.html'), 'hello from netwall\n');
+  // A one-line TCP "database": answers every connection with its name.
+  writeFileSync(join(dir, 'bin', 'reply'), '#!/bin/sh\necho "$REPLY_TEXT"\n', { mode: 0o755 });
+}
+
+/** A containers.conf for podman with the CNI backend, runc, netwall's plugin dir and a CNI config dir. */
+export function writeContainersConf(path: string, cniBinDir: string, cniConfDir: string): string {
+  writeFileSync(
+    path,
+    [
+      '[network]',
+      'network_backend = "cni"',
+      `cni_plugin_dirs = ["${cniBinDir}", "/usr/lib/cni"]`,
+      `network_config_dir = "${cniConfDir}"`,
+      '[engine]',
+      'runtime = "runc"',
+      'events_logger = "file"',
+      'cgroup_manager = "cgroupfs"',
+      '',
+    ].join('\n'),
+  );
+  return path;
+}
+
+/** Live processes (not zombies, not this one) whose command line contains `text`, e.g. a lab's directory. */
+export function processesWith(text: string): { pid: number; cmdline: string }[] {
+  const out: { pid: number; cmdline: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) continue;
+    const cmdline = readProcText(`/proc/${pid}/cmdline`);
+    const stat = readProcText(`/proc/${pid}/stat`);
+    if (cmdline === null || stat === null || stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z') continue;
+    const line = cmdline.split('\0').join(' ');
+    if (line.includes(text)) out.push({ pid, cmdline: line });
+  }
+  return out;
 }

@@ -7,6 +7,7 @@
  * probes not run, inconclusive UDP; nothing else wrong), 2 usage, API or
  * network error.
  */
+import type { AuditSummary } from '../shared/audit.js';
 import { isIpv4 } from '../shared/ipv4.js';
 import { ExecaRunner } from '../shared/runner.js';
 import { apiPath } from './client.js';
@@ -18,17 +19,6 @@ import { judgeScan, parseSurface, planScan, scanHere, scanNmap, type ScanResult,
 type Obj = Record<string, unknown>;
 
 export const AUDIT_EXIT = { ok: 0, violation: 1, error: 2, broken: 3, incomplete: 4 } as const;
-
-interface Summary {
-  probes: number;
-  matched: number;
-  violations: number;
-  broken: number;
-  inconclusive: number;
-  errors: number;
-  pending: number;
-  notRun: number;
-}
 
 /** `80`, `8000-8010` items → every port (ranges of at most `max` ports). */
 function expandPorts(items: readonly PortItem[], what: string, max = 1024): number[] {
@@ -65,7 +55,7 @@ export function parseExtraTargets(items: readonly string[]): { address: string; 
   return [...out.values()];
 }
 
-function exitFor(s: Summary): number {
+function exitFor(s: AuditSummary): number {
   if (s.violations > 0) return AUDIT_EXIT.violation;
   if (s.broken > 0) return AUDIT_EXIT.broken;
   if (s.inconclusive + s.errors + s.notRun + s.pending > 0) return AUDIT_EXIT.incomplete;
@@ -75,7 +65,7 @@ function exitFor(s: Summary): number {
 const portCell = (p: Obj) => (p.protocol === 'icmp' ? 'icmp' : `${String(p.protocol)}/${String(p.port)}`);
 
 function renderAudit(view: Obj, all: boolean, seconds: number | null): Output {
-  const s = (view.summary ?? {}) as Summary;
+  const s = (view.summary ?? {}) as AuditSummary;
   const rows = ((all ? view.probes : view.mismatches) ?? []) as Obj[];
   const nodes = (Array.isArray(view.nodes) ? view.nodes : []) as Obj[];
   const lines: string[] = [];
@@ -194,9 +184,9 @@ export function auditCommands(): Command[] {
               { header: 'id', value: (a) => a.id },
               { header: 'status', value: (a) => a.status },
               { header: 'created', value: (a) => a.createdAt },
-              { header: 'probes', value: (a) => (a.summary as Summary | undefined)?.probes },
-              { header: 'violations', value: (a) => (a.summary as Summary | undefined)?.violations },
-              { header: 'broken', value: (a) => (a.summary as Summary | undefined)?.broken },
+              { header: 'probes', value: (a) => (a.summary as AuditSummary | undefined)?.probes },
+              { header: 'violations', value: (a) => (a.summary as AuditSummary | undefined)?.violations },
+              { header: 'broken', value: (a) => (a.summary as AuditSummary | undefined)?.broken },
             ],
             list,
           ),

@@ -11,7 +11,7 @@
  * chunk, or at its deadline (what is missing then: not_run).
  */
 import { randomBytes } from 'node:crypto';
-import { judge, signAssignment, type AuditAssignment, type ProbeOutcome, type ProbeReport, type SignedAssignment } from '../shared/audit.js';
+import { judge, signAssignment, type AuditAssignment, type AuditSummary, type ProbeOutcome, type ProbeReport, type SignedAssignment } from '../shared/audit.js';
 import { ConflictError, NotFoundError, ValidationError } from '../shared/errors.js';
 import type { AuditPlan, PlannedProbe } from './audit-plan.js';
 
@@ -37,17 +37,6 @@ interface Job {
   nodes: Map<string, NodeAssignment>;
   waiters: Set<() => void>;
   timer: NodeJS.Timeout;
-}
-
-export interface AuditSummary {
-  probes: number;
-  matched: number;
-  violations: number;
-  broken: number;
-  inconclusive: number;
-  errors: number;
-  pending: number;
-  notRun: number;
 }
 
 export interface ProbeView extends Omit<PlannedProbe, 'targetKind' | 'fromAddress'> {

@@ -12,6 +12,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { attemptsFor, MAX_REPORT_RESULTS, openAssignment, PROBE_GOT, type AssignedProbe, type AuditAssignment, type ProbeReport, type SignedAssignment } from '../shared/audit.js';
+import { backoffMs, LoopControl } from '../shared/loop.js';
 import type { ChangeLogger, Runner } from '../shared/runner.js';
 
 export interface AuditClient {
@@ -38,9 +39,7 @@ export interface AuditRunnerOptions {
 }
 
 export class AuditRunner {
-  private stopped = false;
-  private readonly abort = new AbortController();
-  private wake?: () => void;
+  private readonly loop = new LoopControl();
   /** Assignments already run (a re-sent one is not run twice). */
   private readonly seen = new Set<string>();
 
@@ -49,35 +48,23 @@ export class AuditRunner {
   /** Long-poll until stop(); failures back off (a coordinator without audits: once a minute). */
   async run(): Promise<void> {
     let failures = 0;
-    while (!this.stopped) {
+    while (!this.loop.stopped) {
       try {
-        const list = await this.o.client.audits(this.o.waitSeconds ?? 25, this.abort.signal);
+        const list = await this.o.client.audits(this.o.waitSeconds ?? 25, this.loop.signal);
         failures = 0;
         for (const s of list) await this.handle(s);
       } catch (err) {
-        if (this.stopped) break;
+        if (this.loop.stopped) break;
         failures++;
         const e = err as { status?: number; message?: string };
         if (failures === 1) this.o.log(`[netwall] audit: ${e.message ?? String(err)}`);
-        await this.sleep(e.status === 404 ? 60_000 : Math.min(30_000, 500 * 2 ** Math.min(failures, 6)) * Math.random());
+        await this.loop.sleep(e.status === 404 ? 60_000 : backoffMs(failures, 1000, 30_000));
       }
     }
   }
 
   stop(): void {
-    this.stopped = true;
-    this.abort.abort();
-    this.wake?.();
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    this.loop.stop();
   }
 
   private async handle(s: SignedAssignment): Promise<void> {
@@ -131,7 +118,7 @@ export class AuditRunner {
     const entries = [...groups];
     let next = 0;
     const worker = async () => {
-      for (let k = next++; k < entries.length && !this.stopped; k = next++) {
+      for (let k = next++; k < entries.length && !this.loop.stopped; k = next++) {
         const [key, probes] = entries[k]!;
         const [tenant, workload] = key.split('/') as [string, string];
         const netns = this.o.netnsOf(tenant, workload);

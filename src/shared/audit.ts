@@ -127,3 +127,15 @@ export function openAssignment(s: SignedAssignment, coordinatorKey: string, node
   if (!(Date.parse(a.expiresAt) > now)) return { error: `expired at ${a.expiresAt}` };
   return { assignment: a };
 }
+
+/** How an audit's probes came out, counted (the coordinator's `GET /v1/audits/:id` and the CLI). */
+export interface AuditSummary {
+  probes: number;
+  matched: number;
+  violations: number;
+  broken: number;
+  inconclusive: number;
+  errors: number;
+  pending: number;
+  notRun: number;
+}

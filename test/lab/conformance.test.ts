@@ -26,6 +26,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HOSTS, INTERNET_WEB, LabWorld, NODES, run, waitUntil, type NodeName } from '../../scripts/lab-world.js';
+import { tearDownWorld } from './helpers/teardown.js';
 import { labUnavailable } from './helpers/netns.js';
 
 const P = process.pid;
@@ -210,9 +211,7 @@ test.before(async () => {
 test.after.always('remove everything', async (t) => {
   if (skip) return;
   if (runs.length) t.log(`audits: ${runs.map((r) => `${r.step} ${r.probes} probes ${r.seconds.toFixed(1)} s`).join('; ')}`);
-  const problems = await world.down();
-  const left = (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(`${PREFIX}-`));
-  if (problems.length > 0 || left.length > 0) t.log(`cleanup problems: ${[...problems, ...left].join('; ')}`);
+  await tearDownWorld(t, world);
 });
 
 // ------------------------------------------------------------------ the sequence

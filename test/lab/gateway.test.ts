@@ -48,6 +48,7 @@ import {
   INTERNET_WEB,
   LabWorld,
   NODES,
+  processesWith,
   run,
   tail,
   waitUntil,
@@ -62,7 +63,6 @@ import {
   gatewayHealth,
   gatewayMetrics,
   nftCounters,
-  pidsWith,
   podman,
   publicRequest,
   routerHandshake,
@@ -72,6 +72,7 @@ import {
   type HttpAnswer,
   type RouterCredentialFile,
 } from './helpers/gateway.js';
+import { tearDownWorld } from './helpers/teardown.js';
 
 const P = process.pid;
 const INTERVAL = 2;
@@ -277,21 +278,7 @@ test.before(async () => {
 test.after.always('remove everything', async (t) => {
   if (skip) return;
   for (const p of ['tls-acme-web2', 'impostor', 'rc-forged', 'rc-globex-on-acme', 'rc-acme-on-globex', 'internet-httpd-8080']) await world.stopProcess(p);
-  const problems = await world.down();
-  const left = (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(`nwt${P}-`));
-  // Processes of this world that world.down() did not find (e.g. router clients whose podman sandbox is gone): stopped here, by pid.
-  const procs = pidsWith(dir);
-  for (const x of procs) {
-    try {
-      process.kill(x.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-  if (problems.length > 0 || left.length > 0 || procs.length > 0) t.log(`cleanup problems: ${[...problems, ...left, ...procs.map((x) => `left running: ${x.pid} ${x.cmdline}`)].join('; ')}`);
-  t.deepEqual(left, [], 'no namespace with our prefix is left');
-  t.deepEqual(procs.map((x) => x.cmdline), [], 'no process of this world was left running by world.down()');
-  t.false(existsSync(dir), 'the temporary directory is removed');
+  await tearDownWorld(t, world);
 });
 
 // ------------------------------------------------------------------ 1. HTTP, tunnel mode
@@ -648,7 +635,7 @@ labTest('egress: acme-web reaches the allowed destination through gateway1 (masq
 
 labTest('one entry point stopped: web.acme.test keeps answering through both gateways from the other; the gateways drop the dead client', async (t) => {
   const rcKey = join(world.stateDirOf('node1'), 'router', 'acme.web.acme-web.key');
-  const clientsBefore = pidsWith(rcKey);
+  const clientsBefore = processesWith(rcKey);
   t.is(clientsBefore.length, 1, `control: one router client runs for acme-web: ${JSON.stringify(clientsBefore)}`);
   const stop = await podman(world, 'node1', ['stop', '-t', '0', 'acme-web']);
   t.is(stop.status, 0, `podman stop acme-web: ${stop.stderr.trim()}`);
@@ -677,9 +664,9 @@ labTest('one entry point stopped: web.acme.test keeps answering through both gat
   for (const g of GATEWAYS) t.true(ok(await web(g)), `${g} still serves`);
   // The agent stops the entry point's router client (SIGTERM: GOAWAY, at most 5 s for open streams, exit).
   try {
-    await waitUntil(() => pidsWith(rcKey).length === 0, 15_000, "acme-web's router client to exit", 250);
+    await waitUntil(() => processesWith(rcKey).length === 0, 15_000, "acme-web's router client to exit", 250);
   } catch {
-    const left = pidsWith(rcKey);
+    const left = processesWith(rcKey);
     const sigs = left.map((x) => `${x.pid}: ${(readFileSync(`/proc/${x.pid}/status`, 'utf8').match(/^SigCgt:.*$/m) ?? [''])[0]}`);
     t.fail(`acme-web's router client still runs 15 s after its container stopped (${sigs.join('; ')}): ${tail(world.logPath('node1'), 8)}`);
   }

@@ -30,6 +30,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LabWorld, NODES, run, tail, waitUntil, type NodeName } from '../../scripts/lab-world.js';
+import { tearDownWorld } from './helpers/teardown.js';
 import { labUnavailable } from './helpers/netns.js';
 
 const P = process.pid;
@@ -132,11 +133,7 @@ test.before(async () => {
 
 test.after.always('remove everything', async (t) => {
   if (skip) return;
-  const problems = await world.down();
-  const left = (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(`${PREFIX}-`));
-  if (problems.length > 0 || left.length > 0) t.log(`cleanup problems: ${[...problems, ...left].join('; ')}`);
-  t.deepEqual(left, [], 'no namespace with our prefix is left');
-  t.false(existsSync(dir), 'the temporary directory is removed');
+  await tearDownWorld(t, world);
 });
 
 /**

@@ -242,12 +242,6 @@ export interface ReconcileResult {
   /** The plan that was applied (empty: already up to date). */
   changes: Change[];
   errors: string[];
-  /**
-   * Tenants whose local public key is not the one in the document: register these with the coordinator.
-   * A host that rotates keys (the node agent) uses settleTenantKeys (key-rotation.ts) instead, which
-   * never re-registers the current key while a next one waits.
-   */
-  keysToRegister: { tenant: string; publicKey: string }[];
   /** Time this tick spent on the firewall (render, listing, plan, apply), in ms; for benchmarks and logs. */
   firewallMs: number;
 }
@@ -307,11 +301,8 @@ export async function reconcile(desired: DesiredState, deps: ReconcileDeps): Pro
       }
     }
   }
-  const keysToRegister = desired.tenants
-    .map((t) => ({ tenant: t.tenant, publicKey: keyFor(t.tenant).publicKey, known: t.publicKey }))
-    .filter((k) => k.publicKey !== k.known)
-    .map(({ tenant, publicKey }) => ({ tenant, publicKey }));
-  return { changes, errors, keysToRegister, firewallMs };
+  // Which keys to register with the coordinator is settleTenantKeys' answer (key-rotation.ts), asked before the reconcile.
+  return { changes, errors, firewallMs };
 }
 
 export interface ReconcilerOptions {

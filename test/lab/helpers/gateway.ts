@@ -8,7 +8,6 @@
  *
  * Every probe is bounded in time; everything runs inside lab namespaces.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { type GatewayName, type HostName, type LabWorld, type NodeName, run, type RunResult } from '../../../scripts/lab-world.js';
 
 // ------------------------------------------------------------------ admin endpoint
@@ -236,22 +235,3 @@ sock.once('close', () => { if (!out.connected) done(); });
   }
 }
 
-// ------------------------------------------------------------------ processes
-
-/** Live processes (not zombies) whose command line contains `text`, e.g. a world's directory. */
-export function pidsWith(text: string): { pid: number; cmdline: string }[] {
-  const out: { pid: number; cmdline: string }[] = [];
-  for (const entry of readdirSync('/proc')) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z') continue;
-      if (cmdline.includes(text)) out.push({ pid, cmdline });
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
