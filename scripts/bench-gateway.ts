@@ -139,7 +139,9 @@ class Child {
   /** Registered in `all` before it is ready, so a cleanup meanwhile stops it too. */
   static async start(all: Child[], ns: string, role: string, name: string): Promise<Child> {
     // `ip netns exec` execs node in place, so the pid is node's and the IPC channel is inherited.
-    const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, '--expose-gc', '--import', 'tsx', CHILD, role], {
+    // BENCH_PROFILE_DIR=/tmp/prof: each child writes a .cpuprofile there when it exits.
+    const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${join(process.env.BENCH_PROFILE_DIR, name.replace(/\W+/g, '-'))}`] : [];
+    const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, '--expose-gc', ...profile, '--import', 'tsx', CHILD, role], {
       cwd: REPO,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       detached: true,

@@ -591,7 +591,8 @@ export class RouterServer extends EventEmitter implements Upstream {
       req.once('close', () => {
         s.activeStreams--;
         this.counters.streamsActive--;
-        settle(new NetwallError(`router client ${s.id} closed the stream (code ${req.rstCode ?? '?'})`));
+        // (An Error captures a stack: build it only when it is the outcome.)
+        if (!settled) settle(new NetwallError(`router client ${s.id} closed the stream (code ${req.rstCode ?? '?'})`));
       });
       req.once('response', (headers) => {
         answered = true;

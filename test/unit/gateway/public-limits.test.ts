@@ -31,7 +31,7 @@ test('rate limit on a TCP exposure: the connection is closed, nothing opened', a
   t.teardown(() => echo.close());
   const up = new LoopbackUpstream().set(db, (echo.address() as net.AddressInfo).port);
   const { gw } = await startGateway(t, [db], up, { limits: { ratePerSecond: 0.1, rateBurst: 1 } });
-  const first = await rawExchange(publicPort, 'one', { waitMs: 300, localAddress: CLIENT_A });
+  const first = await rawExchange(publicPort, 'one', { waitMs: 1500, localAddress: CLIENT_A });
   t.is(first.text, 'one');
   const second = await rawExchange(publicPort, 'two', { waitMs: 1000, localAddress: CLIENT_A });
   t.true(second.closed);
