@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 /**
- * netwall-gateway: enroll | run | plan
+ * netwall-gateway: enroll | run | plan | rotate-key
  * Flags win over NETWALL_* environment variables. Errors: one line, exit 1
  * (2 for usage).
  */
 import { parseArgs } from 'node:util';
 import { ENROLL_OPTIONS, enrollCommand, planCommand } from '../shared/host-commands.js';
+import { rotateKey } from '../shared/dataplane/rotate-key-command.js';
 import { type WireguardMode } from '../shared/dataplane/wireguard.js';
 import { isIpv4 } from '../shared/ipv4.js';
-import { parsePort, parsePorts, parseSeconds, runMain, stopOnSignals, UsageError } from '../shared/program.js';
+import { parsePort, parsePorts, parseSeconds, required, runMain, stopOnSignals, UsageError } from '../shared/program.js';
 import { FIREWALL_MEMORY_FILE, GatewayDaemon } from './daemon.js';
 import { gatewayFirewall } from './firewall.js';
 import { DEFAULT_LIMITS, type PublicLimits } from './public/index.js';
@@ -18,6 +19,8 @@ const USAGE = `usage: netwall-gateway <command> [flags]
   run     [--listen IP] [--http-port N|off] [--https-port N|off] [--cert-dir DIR] [--limit NAME=VALUE]...
           [--admin IP:PORT|off] [--admin-allow-tcp PORT,...] [--interval SECONDS] [--wireguard auto|kernel|userspace]
   plan    [the run flags] print what a reconcile of the cached document would change (nothing is changed)
+  rotate-key --tenant T [--wait SECONDS]  new WireGuard key for the tenant's interface: the running gateway
+          registers it at its next tick (--interval) and uses it once the coordinator distributed it
 common: --state-dir DIR (default /var/lib/netwall/gateway; env NETWALL_STATE_DIR)
 defaults: --listen 0.0.0.0, --http-port 80, --https-port 443, --admin 127.0.0.1:7401 (health and metrics;
   never bind it to a public address), --admin-allow-tcp 22 (ports open from outside besides the listeners)
@@ -36,6 +39,8 @@ const options = {
   'admin-allow-tcp': { type: 'string' },
   interval: { type: 'string' },
   wireguard: { type: 'string' },
+  tenant: { type: 'string' },
+  wait: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -111,6 +116,16 @@ async function main(argv: string[]): Promise<void> {
       await planCommand(stateDir, firewall, FIREWALL_MEMORY_FILE, v.json ?? false);
       return;
     }
+    case 'rotate-key':
+      // No control socket to notify: the daemon's periodic reconcile (every --interval) registers the key.
+      await rotateKey({
+        stateDir,
+        tenant: required(v.tenant, '--tenant'),
+        daemon: 'the gateway',
+        nextTick: 'at its next tick (netwall-gateway run --interval, 10 s by default) or when it starts',
+        waitSeconds: v.wait === undefined ? 0 : parseSeconds(v.wait, '--wait', 1, 3600),
+      });
+      return;
     default:
       throw new UsageError(`unknown command "${command}"`);
   }

@@ -31,6 +31,10 @@
  * 10. A workload made both a mesh-mode and a tunnel-mode entry point: either
  *     the coordinator refuses it or both exposures work (never a silently
  *     dead service).
+ * 11. Gateway key rotation: `netwall-gateway rotate-key` on gateway1 (globex)
+ *     while a client keeps requesting app.globex.test (mesh mode) through it:
+ *     failed requests counted (≤ 1), gateway1 and the coordinator have the new
+ *     key, both nodes peer with it and no longer with the old one.
  *
  * Topology: scripts/lab-world.ts under the prefix nwt<pid> and a temporary
  * directory. Root only; skipped otherwise. Everything is removed at the end.
@@ -55,6 +59,7 @@ import {
   type ContainerInfo,
   type ContainerSpec,
   type GatewayName,
+  type HostName,
   type NodeName,
 } from '../../scripts/lab-world.js';
 import { labUnavailable } from './helpers/netns.js';
@@ -698,4 +703,113 @@ labTest('a workload that is both a mesh-mode and a tunnel-mode entry point: refu
   } finally {
     await world.cli(['exposure', 'delete', '--tenant', 'acme', 'db-tunnel'], { allowFailure: true });
   }
+});
+
+// ------------------------------------------------------------------ 11. gateway key rotation
+
+/** The WireGuard interface of `tenant` on a lab host (the one `wg show interfaces` lists with the tenant in its name). */
+async function wgIface(host: HostName, tenant: string): Promise<string> {
+  const out = await world.exec(host, ['wg', 'show', 'interfaces']);
+  const name = out.stdout.trim().split(/\s+/).find((i) => i.includes(tenant));
+  if (!name) throw new Error(`${host}: no ${tenant} interface in ${JSON.stringify(out.stdout)}`);
+  return name;
+}
+
+const wgShow = async (host: HostName, iface: string, what: 'public-key' | 'peers' | 'latest-handshakes') => (await world.exec(host, ['wg', 'show', iface, what])).stdout.trim();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Most failed requests tolerated during one gateway key switch (the node rotation test allows ≤ 1 lost ping per direction). */
+const ROTATION_MAX_FAILED = 1;
+
+labTest('gateway key rotation: `netwall-gateway rotate-key` on gateway1 (globex, mesh mode) while a client requests app.globex.test through it; the nodes switch to the new key, the old one is gone', async (t) => {
+  const tenant = 'globex';
+  const ifGw = await wgIface('gateway1', tenant);
+  const ifNode = Object.fromEntries(await Promise.all(NODES.map(async (n) => [n, await wgIface(n, tenant)] as const))) as Record<NodeName, string>;
+  const oldKey = await wgShow('gateway1', ifGw, 'public-key');
+  const acmeKey = await wgShow('gateway1', await wgIface('gateway1', 'acme'), 'public-key');
+  const coordinatorKey = async () =>
+    ((await world.curl('GET', '/v1/gateways/gateway1')).body as { tenants: { tenant: string; publicKey: string | null }[] }).tenants.find((x) => x.tenant === tenant)?.publicKey ?? null;
+  t.is(await coordinatorKey(), oldKey, 'before: the coordinator has the key gateway1 uses');
+  for (const n of NODES) t.true((await wgShow(n, ifNode[n], 'peers')).includes(oldKey), `control: ${n} has gateway1's current key as a peer`);
+  t.true(ok(await web('gateway1', { host: 'app.globex.test' })), 'control: app.globex.test answers through gateway1');
+
+  // The client: one request after another (3 s each at most, 100 ms apart) from 1.5 s before rotate-key until 3 s after it.
+  const requests: { at: number; ms: number; ok: boolean; what: string }[] = [];
+  let stop = false;
+  const client = (async () => {
+    while (!stop) {
+      const at = Date.now();
+      const a = await web('gateway1', { host: 'app.globex.test', seconds: 3 });
+      requests.push({ at, ms: Date.now() - at, ok: ok(a) && a.body === 'hello from globex-app\n', what: describe(a) });
+      await sleep(100);
+    }
+  })();
+  await sleep(1500);
+  const t0 = Date.now();
+  const out = await run(
+    [...world.enter('gateway1'), process.execPath, world.dist('gateway/main.js'), 'rotate-key', '--tenant', tenant, '--state-dir', world.stateDirOf('gateway1'), '--wait', '30'],
+    { allowFailure: true, timeoutMs: 40_000 },
+  );
+  const switchedMs = Date.now() - t0;
+  await sleep(3000);
+  stop = true;
+  await client;
+
+  t.is(out.status, 0, `rotate-key: ${out.stdout} ${out.stderr}\n${tail(world.logPath('gateway1'), 15)}`);
+  const newKey = /next WireGuard key (\S+)/.exec(out.stdout)?.[1] ?? '';
+  t.regex(newKey, /^[A-Za-z0-9+/]{43}=$/, `rotate-key printed the new public key: ${out.stdout}`);
+  t.regex(out.stdout, /the gateway registers the key at its next tick/, 'it says when the gateway picks the key up');
+  t.regex(out.stdout, /switched to /);
+  t.not(newKey, oldKey);
+
+  // The client's view of the switch.
+  const failed = requests.filter((r) => !r.ok);
+  const slowest = Math.max(...requests.map((r) => r.ms));
+  t.log(`rotate-key → switched in ${switchedMs} ms; ${requests.length} requests to app.globex.test through gateway1 over ${((Date.now() - requests[0]!.at) / 1000).toFixed(1)} s: ${failed.length} failed, slowest ${slowest} ms`);
+  for (const f of failed) t.log(`failed request at +${f.at - t0} ms (${f.ms} ms): ${f.what}`);
+  for (const r of requests.filter((x) => x.ok && x.ms >= 500)) t.log(`slow request (answered) at +${r.at - t0} ms after rotate-key started: ${r.ms} ms`);
+  t.true(failed.length <= ROTATION_MAX_FAILED, `${failed.length} of ${requests.length} requests failed during the switch (at most ${ROTATION_MAX_FAILED})`);
+  const afterSwitch = requests.filter((r) => r.at >= t0 + switchedMs + 1000);
+  t.true(afterSwitch.length > 0 && afterSwitch.every((r) => r.ok), `every request started 1 s after the switch or later succeeded (${afterSwitch.filter((r) => r.ok).length} of ${afterSwitch.length})`);
+
+  // gateway1 uses the new key (its other tenant's key untouched); the coordinator has it; no next key is left.
+  try {
+    await waitUntil(async () => (await wgShow('gateway1', ifGw, 'public-key')) === newKey, 5000, `gateway1's ${ifGw} to use the new key`, 100);
+  } catch (err) {
+    t.fail(`${(err as Error).message}: it has ${await wgShow('gateway1', ifGw, 'public-key')}\n${tail(world.logPath('gateway1'), 15)}`);
+  }
+  t.is(await wgShow('gateway1', await wgIface('gateway1', 'acme'), 'public-key'), acmeKey, "gateway1's acme interface keeps its key");
+  t.is(await coordinatorKey(), newKey, "the coordinator's view of gateway1 has the new key");
+  t.false(existsSync(join(world.stateDirOf('gateway1'), `wg-${tenant}.next.key`)), 'no next key file left');
+
+  // The nodes: gateway1's new key is their peer, its old key is not (a handshake signed with it finds no peer).
+  for (const n of NODES) {
+    try {
+      await waitUntil(async () => (await wgShow(n, ifNode[n], 'peers')).includes(newKey), 5000, `${n} to have gateway1's new key`, 100);
+    } catch (err) {
+      t.fail(`${(err as Error).message}\n${tail(world.logPath(n), 10)}`);
+    }
+    const peers = await wgShow(n, ifNode[n], 'peers');
+    t.true(peers.includes(newKey), `${n}: wg show lists gateway1's new key as a peer`);
+    t.false(peers.includes(oldKey), `${n}: gateway1's old key is no longer a peer`);
+  }
+  // node2 (globex-app's node) completed a handshake with the new key after the rotation began.
+  const hs = (await wgShow('node2', ifNode.node2, 'latest-handshakes')).split('\n').map((l) => l.split('\t'));
+  const newHs = Number(hs.find(([k]) => k === newKey)?.[1] ?? 0);
+  t.true(newHs * 1000 >= t0 - 1000, `node2 handshook with gateway1's new key after the rotation started (latest handshake ${newHs}, rotation at ${Math.floor(t0 / 1000)})`);
+
+  // Both modes over the rotated interface work: mesh (app.globex.test) and tunnel (globex/db: its router client dials gateway1's globex address).
+  for (let i = 0; i < 3; i++) {
+    const a = await web('gateway1', { host: 'app.globex.test' });
+    t.true(ok(a) && a.body === 'hello from globex-app\n', `after: app.globex.test #${i}: ${describe(a)}`);
+  }
+  const tcp0 = Date.now();
+  try {
+    await waitUntil(async () => (await tcpExchange(internet(), PUBLIC.gateway1, TCP_TUNNEL, 2)).trim() === 'globex-db ok', 10_000, `tcp ${TCP_TUNNEL} (globex/db, tunnel) through gateway1`, 200);
+    t.log(`tcp ${TCP_TUNNEL} (tunnel over the rotated interface) answered ${Date.now() - tcp0} ms after the checks began`);
+  } catch (err) {
+    t.fail(`${(err as Error).message}: ${JSON.stringify(await routerSessions(world, 'gateway1'))}`);
+  }
+  const log = readFileSync(world.logPath('gateway1'), 'utf8');
+  t.regex(log, new RegExp(`tenant ${tenant}: the coordinator distributes the next WireGuard key ${newKey.replace(/[+/]/g, '\\$&')}; switching to it`), 'gateway1 logged the switch');
 });

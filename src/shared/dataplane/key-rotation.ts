@@ -5,7 +5,8 @@
  * Files in the state directory, each mode 0600, generated on this host
  * (private keys never leave it):
  *   wg-T.key        the current private key: what the interface uses
- *   wg-T.next.key   the next one (written by `netwall-agent rotate-key`)
+ *   wg-T.next.key   the next one (written by `netwall-agent rotate-key` or
+ *                   `netwall-gateway rotate-key`: rotate-key-command.ts)
  *
  * The order of events, decided each tick by `keyDecision` (pure):
  *  1. the next key exists and the signed document still names the current key:

@@ -22,6 +22,7 @@ import { Reconciler } from '../../../src/shared/dataplane/reconcile.js';
 import { desiredWireguard, ensureTenantKey, handshakeKicks, publicKeyOfFile, type ObservedInterface, type WireguardChange } from '../../../src/shared/dataplane/wireguard.js';
 import { nodeFirewall } from '../../../src/node-agent/nftables.js';
 import { rotateKeyCommand } from '../../../src/node-agent/rotate-key.js';
+import { rotateKey } from '../../../src/shared/dataplane/rotate-key-command.js';
 import { startAgentSocket } from '../../../src/node-agent/socket.js';
 import { FakeRunner } from '../../../src/shared/runner.js';
 import { FakeKernel } from '../node-agent/fake-kernel.js';
@@ -268,4 +269,22 @@ test('rotate-key: no agent → the key waits for it; a bad tenant name is refuse
   t.regex(out.join('\n'), /did not answer/);
   await t.throwsAsync(rotateKeyCommand({ stateDir: dir, tenant: '../acme', socket: join(dir, 'none.sock'), out: () => {} }), { message: /--tenant/ });
   await t.throwsAsync(rotateKeyCommand({ stateDir: dir, tenant: 'acme', socket: join(dir, 'none.sock'), waitSeconds: 0.2, pollMs: 20, out: () => {} }), { message: /not switched/ });
+});
+
+test('rotate-key without a way to notify (the gateway): says when the daemon picks the key up, waits for its switch', async (t) => {
+  const dir = tempDir(t);
+  ensureTenantKey(dir, 'globex');
+  const out: string[] = [];
+  // The daemon's next tick registers the key; the coordinator's document names it a moment later: promote.
+  const timer = setTimeout(() => promoteNextKey(dir, 'globex'), 150);
+  t.teardown(() => clearTimeout(timer));
+  const r = await rotateKey({ stateDir: dir, tenant: 'globex', daemon: 'the gateway', nextTick: 'at its next tick', waitSeconds: 5, pollMs: 20, out: (l) => out.push(l) });
+  t.false(r.notified);
+  t.true(r.switched);
+  t.is(ensureTenantKey(dir, 'globex').publicKey, r.publicKey);
+  t.deepEqual(out, [
+    `tenant globex: next WireGuard key ${r.publicKey} written; the gateway registers it and switches once the coordinator distributes it`,
+    'the gateway registers the key at its next tick',
+    `tenant globex: switched to ${r.publicKey}`,
+  ]);
 });

@@ -1,9 +1,11 @@
 /** netwall-gateway's command line: help, and bad flags as one readable line with exit 2 (nothing started). */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pendingNextKey } from '../../../src/shared/dataplane/key-rotation.js';
+import { ensureTenantKey } from '../../../src/shared/dataplane/wireguard.js';
 
 const MAIN = join(import.meta.dirname, '../../../src/gateway/main.ts');
 const gateway = (...args: string[]) =>
@@ -29,6 +31,11 @@ const bad: [string[], RegExp][] = [
   [['run', '--bogus'], /Unknown option '--bogus'/],
   [['enroll', '--state-dir', stateDir], /--coordinator is required/],
   [['frobnicate'], /unknown command "frobnicate"/],
+  [['rotate-key', '--state-dir', stateDir], /--tenant is required/],
+  [['rotate-key', '--state-dir', stateDir, '--tenant', '../acme'], /--tenant: lowercase letters, digits and '-'/],
+  [['rotate-key', '--state-dir', stateDir, '--tenant', 'acme', '--wait', '0'], /--wait: 1-3600 seconds/],
+  [['rotate-key', '--state-dir', stateDir, '--tenant', 'acme', '--wait', 'soon'], /--wait: 1-3600 seconds/],
+  [['rotate-key', '--state-dir', stateDir, '--tenant'], /argument missing/],
 ];
 for (const [args, message] of bad) {
   test(`bad input: ${args.filter((a) => a !== stateDir).join(' ')} → exit 2, one line`, (t) => {
@@ -38,6 +45,27 @@ for (const [args, message] of bad) {
     t.is(r.stderr.trim().split('\n').length, 1, 'one line');
   });
 }
+
+test('rotate-key for a tenant this gateway does not serve: exit 1, one line, no key written', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nwt-gw-rotate-'));
+  const r = gateway('rotate-key', '--state-dir', dir, '--tenant', 'acme');
+  t.is(r.status, 1, r.stderr);
+  t.regex(r.stderr, /no WireGuard key for tenant "acme"/);
+  t.is(r.stderr.trim().split('\n').length, 1);
+  t.deepEqual(readdirSync(dir), []);
+});
+
+test('rotate-key writes the next key and says the gateway picks it up at its next tick (no control socket)', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nwt-gw-rotate-'));
+  const current = ensureTenantKey(dir, 'globex').publicKey;
+  const r = gateway('rotate-key', '--state-dir', dir, '--tenant', 'globex');
+  t.is(r.status, 0, r.stderr);
+  const next = /next WireGuard key (\S+) written/.exec(r.stdout)?.[1];
+  t.regex(next ?? '', /^[A-Za-z0-9+/]{43}=$/);
+  t.is(pendingNextKey(dir, 'globex'), next ?? null);
+  t.is(ensureTenantKey(dir, 'globex').publicKey, current, 'the current key stays until the coordinator distributes the next');
+  t.regex(r.stdout, /the gateway registers the key at its next tick/);
+});
 
 test('run with a state directory that holds no identity: exit 1, one line', (t) => {
   const r = gateway('run', '--state-dir', mkdtempSync(join(tmpdir(), 'nwt-gw-empty-')), '--admin', 'off', '--http-port', 'off', '--https-port', 'off');
