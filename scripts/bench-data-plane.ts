@@ -9,16 +9,23 @@
  * client → server tcp 5201 (iperf3) and icmp. The real Reconciler applies the
  * desired documents (wg + routes + the whole `inet netwall` table).
  *
+ * Each lab node gets its own CPU, as two machines would (`--no-pin`: none):
+ * n1's wireguard-go and the client's iperf3/ping on CPU 0, n2's wireguard-go
+ * and the server's iperf3 on CPU 1 — the same in both modes.
+ *
  * Measured in one run, container → container across the mesh:
  *   underlay  node → node on the underlay (veth, no wg, no netwall), RUNS runs: context
  *   netwall   (a) as reconciled
  *   baseline  (b) the same, after `nft delete table inet netwall` on both nodes
- * in the order a b a b a b a (the table reconciled back before each a), one
- * iperf3 TCP run of SECONDS (first second omitted) and `ping -c 200 -i 0.01`
- * per phase: medians, each b against its neighbouring a runs (cancels drift),
- * and the last a against the first (drift). A probe on a port the policy does
- * not allow proves each mode is what it claims (blocked with the table, open
- * without).
+ * after one uncounted warm-up run (a), in the order a b a b … a (CYCLES
+ * baseline runs, each between two netwall runs; the table reconciled back
+ * before each a): one iperf3 TCP run of SECONDS (after 1 s omitted) and then
+ * `ping -c PING_COUNT -i 0.01` per phase. The figure is the median of the
+ * per-pair ratios — each b against the mean of its two neighbouring a runs,
+ * which cancels load that drifts during the run — with their quartiles; the
+ * ratio of the medians and last a / first a (drift) are printed beside it.
+ * A probe on a port the policy does not allow, run alongside every iperf3 run,
+ * proves each mode is what it claims (blocked with the table, open without).
  */
 import { mkdirSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
@@ -51,9 +58,12 @@ export interface IperfResult {
   retransmits: number;
 }
 
-/** One iperf3 TCP run from `ns` to `address` (JSON output; the first second omitted as slow start). */
-export async function iperf(lab: NetnsLab, ns: string, address: string, seconds: number, port = 5201): Promise<IperfResult> {
-  const res = await lab.exec(ns, ['iperf3', '-c', address, '-p', String(port), '-t', String(seconds), '-O', '1', '-J'], {
+/**
+ * One iperf3 TCP run from `ns` to `address` (JSON output; the first second
+ * omitted as slow start). `prefix` goes before `iperf3` (e.g. `taskset -c 0`).
+ */
+export async function iperf(lab: NetnsLab, ns: string, address: string, seconds: number, port = 5201, prefix: readonly string[] = []): Promise<IperfResult> {
+  const res = await lab.exec(ns, [...prefix, 'iperf3', '-c', address, '-p', String(port), '-t', String(seconds), '-O', '1', '-J'], {
     timeoutMs: (seconds + 15) * 1000,
     allowFailure: true,
   });
@@ -67,9 +77,9 @@ export async function iperf(lab: NetnsLab, ns: string, address: string, seconds:
 }
 
 /** `runs` iperf3 runs; the median throughput and all runs' figures. */
-export async function iperfSeries(lab: NetnsLab, ns: string, address: string, runs: number, seconds: number): Promise<{ median: number; runs: number[]; retransmits: number }> {
+export async function iperfSeries(lab: NetnsLab, ns: string, address: string, runs: number, seconds: number, prefix: readonly string[] = []): Promise<{ median: number; runs: number[]; retransmits: number }> {
   const results: IperfResult[] = [];
-  for (let i = 0; i < runs; i++) results.push(await iperf(lab, ns, address, seconds));
+  for (let i = 0; i < runs; i++) results.push(await iperf(lab, ns, address, seconds, 5201, prefix));
   return { median: median(results.map((r) => r.gbps)), runs: results.map((r) => r.gbps), retransmits: results.reduce((a, r) => a + r.retransmits, 0) };
 }
 
@@ -84,9 +94,9 @@ export interface PingStats {
   p99: number;
 }
 
-/** `ping -c count -i 0.01`, per-packet RTTs parsed from its lines (ms). */
-export async function pingStats(lab: NetnsLab, ns: string, address: string, count = 200): Promise<PingStats> {
-  const res = await lab.exec(ns, ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', address], { allowFailure: true, timeoutMs: 30_000 });
+/** `ping -c count -i 0.01`, per-packet RTTs parsed from its lines (ms); `prefix` as for iperf. */
+export async function pingStats(lab: NetnsLab, ns: string, address: string, count = 200, prefix: readonly string[] = []): Promise<PingStats> {
+  const res = await lab.exec(ns, [...prefix, 'ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', address], { allowFailure: true, timeoutMs: 30_000 });
   const rtts = [...res.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   if (rtts.length === 0) throw new Error(`ping ${ns} → ${address}: no replies\n${res.stdout}${res.stderr}`);
   return {
@@ -128,10 +138,15 @@ export function deadline(seconds: number, cleanup: () => Promise<void>): NodeJS.
 
 // ---------------------------------------------------------------- the world
 
+/** Underlay context: RUNS iperf3 runs of UNDERLAY_SECONDS. */
 const RUNS = 3;
-const SECONDS = 5;
-/** a b a b a b a: CYCLES baseline runs, each between two netwall runs. */
-const CYCLES = 3;
+const UNDERLAY_SECONDS = 2;
+/** Each measured iperf3 run (after 1 s omitted). */
+const SECONDS = 3;
+/** a b a b … a: CYCLES baseline runs, each between two netwall runs. */
+const CYCLES = 10;
+/** Pings after each run (10 ms apart). */
+const PING_COUNT = 50;
 const IPERF_PORT = 5201;
 const BLOCKED_PORT = 5202;
 const UNDERLAY = { n1: '192.0.2.1', n2: '192.0.2.2' } as const;
@@ -197,6 +212,9 @@ async function main(): Promise<void> {
   const started = performance.now();
   const load = loadavg();
   const cpus = availableParallelism();
+  // One CPU per lab node (its wireguard-go and its container's iperf3/ping), identical in both modes.
+  const pin = cpus >= 2 && !process.argv.includes('--no-pin');
+  const onCpu = (n: NodeName): string[] => (pin ? ['taskset', '-c', n === 'n1' ? '0' : '1'] : []);
   // NetnsLab removes /run/wireguard at cleanup when it created it, and an rmdir in the root mount
   // namespace detaches the per-host tmpfs mounted there in every other live lab (their `wg` then
   // loses wireguard-go's socket). Making sure it exists first keeps this run from doing that to others.
@@ -235,7 +253,7 @@ async function main(): Promise<void> {
       new Reconciler({
         firewall: nodeFirewall(),
         runner: hosts[n].runner,
-        spawner: hosts[n].spawner,
+        spawner: { spawn: (argv, env) => hosts[n].spawner.spawn([...onCpu(n), ...argv], env) },
         log: (l) => {
           if (!l.startsWith('[#]')) console.error(`${n}: ${l}`);
         },
@@ -247,16 +265,16 @@ async function main(): Promise<void> {
     reconcilers.push(rec.n1, rec.n2);
 
     // Servers: iperf3 in the server container and on n2's underlay; a listener on a port no policy allows.
-    lab.background(['ip', 'netns', 'exec', c2.ns, 'iperf3', '-s', '-p', String(IPERF_PORT)]);
-    lab.background(['ip', 'netns', 'exec', hosts.n2.ns, 'iperf3', '-s', '-p', String(IPERF_PORT), '-B', UNDERLAY.n2]);
+    lab.background(['ip', 'netns', 'exec', c2.ns, ...onCpu('n2'), 'iperf3', '-s', '-p', String(IPERF_PORT)]);
+    lab.background(['ip', 'netns', 'exec', hosts.n2.ns, ...onCpu('n2'), 'iperf3', '-s', '-p', String(IPERF_PORT), '-B', UNDERLAY.n2]);
     await lab.listening(c2.ns, 'tcp', IPERF_PORT);
     await lab.listening(hosts.n2.ns, 'tcp', IPERF_PORT);
     await lab.listen(c2.ns, 'tcp', BLOCKED_PORT);
 
     // ---- context: the underlay alone (before anything of netwall exists)
     await waitForAsync(() => lab.ping(hosts.n1.ns, UNDERLAY.n2), 5000, 'underlay ping');
-    const underlay = await iperfSeries(lab, hosts.n1.ns, UNDERLAY.n2, RUNS, SECONDS);
-    const underlayPing = await pingStats(lab, hosts.n1.ns, UNDERLAY.n2);
+    const underlay = await iperfSeries(lab, hosts.n1.ns, UNDERLAY.n2, RUNS, UNDERLAY_SECONDS, onCpu('n1'));
+    const underlayPing = await pingStats(lab, hosts.n1.ns, UNDERLAY.n2, PING_COUNT, onCpu('n1'));
 
     // ---- netwall: the real reconciler on both nodes
     const reconcileMs: Record<NodeName, number> = { n1: 0, n2: 0 };
@@ -274,12 +292,18 @@ async function main(): Promise<void> {
 
     const tableOn = async (n: NodeName): Promise<boolean> =>
       (await hosts[n].runner.run(['nft', 'list', 'table', 'inet', 'netwall'], { allowFailure: true })).exitCode === 0;
-    /** Mode check: the table is (or is not) on both nodes, and the port no policy allows is blocked (or open). */
-    const check = async (mode: string, wantTable: boolean): Promise<string> => {
+    /**
+     * One measured run with its mode check: the table is (or is not) on both nodes, and the port no
+     * policy allows is blocked (or open), probed while the run is under way (its 1 s timeout falls in
+     * the omitted first second instead of adding to the phase).
+     */
+    const measured = async (mode: string, wantTable: boolean): Promise<{ run: IperfResult; verified: string }> => {
       for (const n of ['n1', 'n2'] as const) if ((await tableOn(n)) !== wantTable) throw new Error(`${mode}: table inet netwall ${wantTable ? 'missing' : 'present'} on ${n}`);
-      const open = await lab.reach(c1.ns, 'tcp', c2.address, BLOCKED_PORT, { seconds: 1 });
+      const probe = lab.reach(c1.ns, 'tcp', c2.address, BLOCKED_PORT, { seconds: 1 });
+      const run = await iperf(lab, c1.ns, c2.address, SECONDS, IPERF_PORT, onCpu('n1'));
+      const open = await probe;
       if (open === wantTable) throw new Error(`${mode}: tcp ${BLOCKED_PORT} (no policy) is ${open ? 'open' : 'blocked'}`);
-      return wantTable ? `tcp ${BLOCKED_PORT} blocked` : `tcp ${BLOCKED_PORT} open`;
+      return { run, verified: wantTable ? `tcp ${BLOCKED_PORT} blocked` : `tcp ${BLOCKED_PORT} open` };
     };
 
     const restoreMs: number[] = [];
@@ -298,35 +322,48 @@ async function main(): Promise<void> {
       }
     };
 
+    // Warm-up (not counted): wireguard-go's first bulk traffic (Go heap, GC pacing), TCP caches.
+    const warmup = await measured('warm-up (a)', true);
+
     // a b a b … a: every baseline run sits between two netwall runs, so load that drifts during
     // the run (this machine is shared) shows up as a difference between the a runs, not as overhead.
     const a: number[] = [];
     const b: number[] = [];
     const rtt = { a: [] as number[], b: [] as number[] };
-    const verified = new Set<string>();
-    let retransmits = { a: 0, b: 0 };
+    const verified = new Set<string>([warmup.verified]);
+    const retransmits = { a: 0, b: 0 };
     for (let phase = 0; phase < 2 * CYCLES + 1; phase++) {
       const netwall = phase % 2 === 0;
       if (phase > 0) await (netwall ? restoreTable() : deleteTable());
-      verified.add(await check(netwall ? `netwall (a${phase / 2 + 1})` : `baseline (b${(phase + 1) / 2})`, netwall));
-      const r = await iperf(lab, c1.ns, c2.address, SECONDS);
-      (netwall ? a : b).push(r.gbps);
-      retransmits = netwall ? { ...retransmits, a: retransmits.a + r.retransmits } : { ...retransmits, b: retransmits.b + r.retransmits };
-      rtt[netwall ? 'a' : 'b'].push(...(await pingStats(lab, c1.ns, c2.address)).rtts);
+      const { run, verified: v } = await measured(netwall ? `netwall (a${phase / 2 + 1})` : `baseline (b${(phase + 1) / 2})`, netwall);
+      verified.add(v);
+      (netwall ? a : b).push(run.gbps);
+      retransmits[netwall ? 'a' : 'b'] += run.retransmits;
+      rtt[netwall ? 'a' : 'b'].push(...(await pingStats(lab, c1.ns, c2.address, PING_COUNT, onCpu('n1'))).rtts);
     }
 
     // ---- report
     const gb = (xs: number[]): string => `${median(xs).toFixed(3)} Gbit/s median (runs ${xs.map((x) => x.toFixed(3)).join(', ')})`;
-    const flanked = b.map((x, i) => (a[i]! + a[i + 1]!) / 2 / x);
+    /** Each b against the mean of its two neighbouring a runs. */
+    const pairs = b.map((x, i) => (a[i]! + a[i + 1]!) / 2 / x);
+    const pairRatio = median(pairs);
     const rttText = (xs: number[]): string =>
       `min ${Math.min(...xs).toFixed(3)} / avg ${(xs.reduce((s2, x) => s2 + x, 0) / xs.length).toFixed(3)} / p50 ${percentile(xs, 50).toFixed(3)} / p99 ${percentile(xs, 99).toFixed(3)} ms (n=${xs.length})`;
     out(`load average at start ${load.map((x) => x.toFixed(2)).join(' ')} (${cpus} CPUs; shared machine, other jobs may run alongside)`);
-    out(`world: 2 nodes (wireguard-go, MTU 1420) on a veth+bridge underlay, 1 container each; iperf3 TCP ${SECONDS} s runs (+1 s omitted), ping -c 200 -i 0.01 after each run`);
+    out(`world: 2 nodes (wireguard-go, MTU 1420) on a veth+bridge underlay, 1 container each; iperf3 TCP ${SECONDS} s runs (+1 s omitted), ping -c ${PING_COUNT} -i 0.01 after each run`);
+    out(
+      pin
+        ? "CPUs: one per node, in both modes: n1's wireguard-go + the client (iperf3, ping) on CPU 0, n2's wireguard-go + the server on CPU 1"
+        : `CPUs: not pinned (${cpus < 2 ? 'one CPU' : '--no-pin'}): both nodes and both containers share every CPU`,
+    );
     out(`underlay node→node (veth, no wg, no netwall), context: ${fmtRuns(underlay)}; rtt ${fmtPing(underlayPing)}`);
-    out(`order a b a b … a (${CYCLES} cycles): table deleted on both nodes before each b, reconciled back before each a; checked each time (${[...verified].join(' / ')})`);
+    out(`order: 1 warm-up run (a, ${warmup.run.gbps.toFixed(3)} Gbit/s, not counted), then a b a b … a (${CYCLES} cycles): table deleted on both nodes before each b, reconciled back before each a; checked during each run (${[...verified].join(' / ')})`);
     out(`netwall  (a) container→container over wg: ${gb(a)}; ${retransmits.a} retransmits`);
     out(`baseline (b) same, no netwall table:     ${gb(b)}; ${retransmits.b} retransmits`);
-    out(`throughput ratio netwall/baseline: ${(median(a) / median(b)).toFixed(3)} (medians)   (target >= 0.95); each b against its neighbouring a runs: ${flanked.map((x) => x.toFixed(3)).join(', ')} (median ${median(flanked).toFixed(3)}); drift last a / first a ${(a[a.length - 1]! / a[0]!).toFixed(3)}`);
+    out(
+      `throughput ratio netwall/baseline: ${pairRatio.toFixed(3)} (median of ${pairs.length} per-pair ratios: each b against the mean of its neighbouring a runs; quartiles ${percentile(pairs, 25).toFixed(3)}–${percentile(pairs, 75).toFixed(3)})   (target >= 0.95: ${pairRatio >= 0.95 ? 'met' : 'NOT met'})`,
+    );
+    out(`per-pair ratios in run order: ${pairs.map((x) => x.toFixed(3)).join(', ')}; ratio of the medians ${(median(a) / median(b)).toFixed(3)}; drift last a / first a ${(a[a.length - 1]! / a[0]!).toFixed(3)}`);
     out(`wg over veth vs veth alone: ${((median(b) / underlay.median) * 100).toFixed(1)} % of the underlay's throughput`);
     out(`rtt netwall  (a): ${rttText(rtt.a)}`);
     out(`rtt baseline (b): ${rttText(rtt.b)}`);

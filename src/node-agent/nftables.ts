@@ -17,6 +17,10 @@
  *            mesh → local containers: the same policy rules, picked by a
  *            verdict map on the WireGuard interface; underlay → anything of
  *            netwall: dropped.
+ * - raw:     WireGuard's own packets — the encrypted UDP to and from this
+ *            host's listen ports — are not tracked (`notrack` before
+ *            conntrack): they need no state, and conntrack would otherwise
+ *            look each one up on top of the packet it carries.
  * Per-packet cost and rule count are O(tenants + policies): workloads only
  * ever appear as set elements.
  */
@@ -167,7 +171,51 @@ function renderTenant(t: TenantState, table: TableText, chains: string[]): void 
   );
 }
 
-function renderInput(underlay: UnderlayOptions): string[] {
+/**
+ * WireGuard's outer packets skip conntrack: UDP to one of this host's
+ * WireGuard ports and addressed to the host itself (`fib daddr type local`:
+ * traffic routed through the host on those ports stays tracked), and UDP the
+ * host sends from one. The rest of the table never sees them as anything
+ * but `untracked`: the input chain accepts them only on the WireGuard ports
+ * (`underlay_input`), containers and meshes reaching the host are dropped by
+ * interface before any state is looked at, and nothing forwards them.
+ */
+function renderRaw(): string[] {
+  return [
+    '\tchain raw_prerouting {',
+    '\t\ttype filter hook prerouting priority raw; policy accept;',
+    '\t\tudp dport @wg_ports fib daddr type local notrack',
+    '\t}',
+    '\tchain raw_output {',
+    '\t\ttype filter hook output priority raw; policy accept;',
+    '\t\tudp sport @wg_ports notrack',
+    '\t}',
+  ];
+}
+
+/**
+ * ICMP errors quoting a UDP packet this host sent from a WireGuard port (path
+ * MTU: fragmentation needed / packet too big; unreachable; time exceeded;
+ * parameter problem). Those packets are untracked, so conntrack no longer
+ * finds the errors `related` and calls them `invalid`: without these rules a
+ * restricted underlay would drop them, and path MTU discovery with them. The
+ * quoted header is read by offset: an IPv4 header without options (version 4,
+ * length 5 words — what the host sends) or an IPv6 header directly followed
+ * by UDP, then the quoted UDP source port. Redirects and source quench, which
+ * `related` used to let in too, are left to the invalid drop: WireGuard needs
+ * neither (Linux ignores source quench).
+ */
+function wireguardErrors(wgPorts: readonly number[]): string[] {
+  if (wgPorts.length === 0) return [];
+  const ports = `{ ${wgPorts.join(', ')} }`;
+  const comment = 'comment "errors about our WireGuard packets"';
+  return [
+    `\t\ticmp type { destination-unreachable, time-exceeded, parameter-problem } @th,64,8 0x45 @th,136,8 17 @th,224,16 ${ports} accept ${comment}`,
+    `\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } @th,112,8 17 @th,384,16 ${ports} accept ${comment}`,
+  ];
+}
+
+function renderInput(underlay: UnderlayOptions, wgPorts: readonly number[]): string[] {
   const lines = [
     '\tchain input {',
     '\t\ttype filter hook input priority filter; policy accept;',
@@ -183,9 +231,11 @@ function renderInput(underlay: UnderlayOptions): string[] {
     lines.push(
       '\tchain underlay_input {',
       '\t\tct state established,related accept',
+      // Untracked (raw_prerouting), so never established: accepted by port, before any other state test.
+      '\t\tudp dport @wg_ports accept',
+      ...wireguardErrors(wgPorts),
       '\t\tct state invalid goto drop_invalid',
       '\t\tmeta l4proto { icmp, ipv6-icmp } accept',
-      '\t\tudp dport @wg_ports accept',
       '\t\ttcp dport @underlay_tcp accept',
       '\t\tgoto drop_input',
       '\t}',
@@ -252,17 +302,17 @@ export function renderFirewall(doc: DesiredState, options: FirewallOptions = {})
   table.set('tunnel_entry', 'ipv4_addr', addressElements(tunnelEntries).elements, [], true);
   table.set('container_tenant', 'ipv4_addr : verdict', tenants.map((t) => `${addrElement(t.subnet)} : jump c_${tenantIdent(t.tenant)}`), ['interval']);
   table.set('mesh_tenant', 'ifname : verdict', tenants.map((t) => `"${t.iface}" : jump m_${tenantIdent(t.tenant)}`));
+  const wgPorts = [...new Set(tenants.map((t) => t.listenPort))].sort((a, b) => a - b);
+  table.set('wg_ports', 'inet_service', wgPorts.map(String));
   if (underlay.restrictInput) {
-    const wgPorts = [...new Set(tenants.map((t) => t.listenPort))].sort((a, b) => a - b);
     const tcp = [...new Set([...underlay.allowTcpPorts, ...(options.agentPorts ?? [])])].sort((a, b) => a - b);
-    table.set('wg_ports', 'inet_service', wgPorts.map(String));
     table.set('underlay_tcp', 'inet_service', tcp.map(String));
     if (underlay.interfaces) table.set('underlay_ifs', 'ifname', underlay.interfaces.map((i) => `"${i}"`));
   }
   const tenantChains: string[] = [];
   for (const t of tenants) renderTenant(t, table, tenantChains);
   for (const reason of DROP_REASONS) table.push(...dropChain(reason));
-  table.push(...tenantChains, ...renderForward(), ...renderInput(underlay));
+  table.push(...tenantChains, ...renderRaw(), ...renderForward(), ...renderInput(underlay, wgPorts));
 
   return finishTable(NODE_TABLE, table);
 }

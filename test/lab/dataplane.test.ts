@@ -13,7 +13,7 @@ import { ensureTenantKey } from '../../src/shared/dataplane/wireguard.js';
 import type { AllowRule, DesiredState, LocalWorkload, PeerState, TenantState } from '../../src/shared/desired.js';
 import { NetnsLab, labUnavailable, waitForAsync, type LabContainer, type LabHost } from './helpers/netns.js';
 
-const skip = labUnavailable();
+const skip = labUnavailable(['ip', 'ss', 'nft', 'wg', 'wireguard-go', 'sysctl', 'nsenter', 'unshare', 'socat', 'ping', 'conntrack', 'nping']);
 const lab = new NetnsLab();
 const reconcilers: Reconciler[] = [];
 
@@ -272,6 +272,23 @@ test('node data plane: mesh, policies, isolation, egress, anti-spoofing, drift',
     t.true(grew('n1', reason), `n1 counter ${reason} grew`);
   }
   t.true(grew('n2', 'policy'), 'n2 stops db → web and db → n1 at the source');
+
+  // ---- WireGuard's own UDP is untracked on both nodes, and on n1 (input restricted) ICMP errors about
+  // it still reach the host: a "fragmentation needed" quoting n1's WireGuard packet sets the path MTU.
+  for (const n of ['n1', 'n2'] as const) {
+    const entries = (await hosts[n].runner.run(['conntrack', '-L', '-p', 'udp'], { allowFailure: true })).stdout;
+    t.false(new RegExp(`port=(${PORT.acme}|${PORT.beta})\\b`).test(entries), `${n}: no conntrack entry for WireGuard's UDP`);
+  }
+  const pmtu = async (): Promise<boolean> => /\bmtu\b/.test((await hosts.n1.runner.run(['ip', 'route', 'get', UNDERLAY.u1])).stdout);
+  t.false(await pmtu(), 'no path MTU to u1 known before');
+  const invalidBefore = (await rec.n1.dropCounters()).invalid ?? 0;
+  const hex = (ip: string): string => ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('');
+  const port16 = PORT.acme.toString(16).padStart(4, '0');
+  // The quoted packet: IPv4 (no options, DF, UDP) n1 → u1, then UDP from n1's WireGuard port.
+  const quoted = `450005a00000400040110000${hex(UNDERLAY.n1)}${hex(UNDERLAY.u1)}${port16}${port16}058c0000`;
+  await lab.exec(u1, ['nping', '-q', '--icmp', '--icmp-type', '3', '--icmp-code', '4', '--data', quoted, '-c', '1', UNDERLAY.n1], { allowFailure: true, timeoutMs: 10_000 });
+  await waitForAsync(pmtu, 3000, 'n1 learns the path MTU from the ICMP error about its WireGuard packet');
+  t.is((await rec.n1.dropCounters()).invalid ?? 0, invalidBefore, 'the error was not dropped as invalid');
 
   // ---- the foreign table survived
   const foreign = await hosts.n1.runner.run(['nft', 'list', 'table', 'inet', 'hostfw']);

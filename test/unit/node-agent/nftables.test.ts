@@ -63,6 +63,42 @@ test('underlay input is left alone unless restricted; ssh stays open when restri
   t.regex(closed, /udp dport @wg_ports accept/);
 });
 
+/** The rule lines of one chain of a rendered table. */
+function chainRules(text: string, chain: string): string[] {
+  const body = new RegExp(`\\n\\tchain ${chain} \\{\\n([\\s\\S]*?)\\n\\t\\}`).exec(text)?.[1] ?? '';
+  return body.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('type ') && !l.startsWith('#'));
+}
+
+test("WireGuard's own UDP is untracked: to the host on its ports, from the host from them, nothing else", (t) => {
+  const text = renderFirewall(twoTenants()).text;
+  t.regex(text, /set wg_ports \{\n\t\ttype inet_service\n\t\telements = \{ 51821,\n\t\t\t {5}51822 \}/, 'every tenant port, restricted input or not');
+  t.regex(text, /chain raw_prerouting \{\n\t\ttype filter hook prerouting priority raw;/);
+  t.deepEqual(chainRules(text, 'raw_prerouting'), ['udp dport @wg_ports fib daddr type local notrack'], 'routed traffic on those ports stays tracked');
+  t.regex(text, /chain raw_output \{\n\t\ttype filter hook output priority raw;/);
+  t.deepEqual(chainRules(text, 'raw_output'), ['udp sport @wg_ports notrack']);
+  t.is(text.match(/notrack/g)?.length, 2, 'no other notrack anywhere');
+});
+
+test('restricted underlay: WireGuard accepted by port, errors about its packets before the invalid drop, the rest in order', (t) => {
+  const rules = chainRules(renderFirewall(twoTenants(), { underlay: { restrictInput: true } }).text, 'underlay_input');
+  t.deepEqual(rules.slice(0, 2), ['ct state established,related accept', 'udp dport @wg_ports accept']);
+  const errors = rules.filter((r) => r.includes('errors about our WireGuard packets'));
+  t.deepEqual(errors, [
+    'icmp type { destination-unreachable, time-exceeded, parameter-problem } @th,64,8 0x45 @th,136,8 17 @th,224,16 { 51821, 51822 } accept comment "errors about our WireGuard packets"',
+    'icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } @th,112,8 17 @th,384,16 { 51821, 51822 } accept comment "errors about our WireGuard packets"',
+  ]);
+  t.deepEqual(rules.slice(2 + errors.length), ['ct state invalid goto drop_invalid', 'meta l4proto { icmp, ipv6-icmp } accept', 'tcp dport @underlay_tcp accept', 'goto drop_input']);
+  // No tenant, no WireGuard port: no error rule (an empty anonymous set is no valid nft).
+  t.false(renderFirewall(emptyNode(), { underlay: { restrictInput: true } }).text.includes('errors about our WireGuard packets'));
+});
+
+test('from a container, the anti-spoof lookup comes before any conntrack shortcut', (t) => {
+  const rules = chainRules(renderFirewall(twoTenants()).text, 'from_container');
+  const spoof = rules.indexOf('iifname . ip saddr != @veth_addr goto drop_spoof');
+  t.true(spoof >= 0);
+  t.true(rules.findIndex((r) => r.startsWith('ct state')) > spoof, 'a spoofed packet must never ride an established flow');
+});
+
 /** Rules are the lines inside chains that are not chain headers, comments or closing braces. */
 function countRules(text: string): number {
   let inChain = false;
