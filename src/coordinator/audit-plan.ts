@@ -125,22 +125,12 @@ interface Target {
 const byName = <T extends { name: string }>(a: T, b: T): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 const sortedPorts = (s: Set<number>): number[] => [...s].sort((a, b) => a - b);
 
-/** Group id → member set, per compiled tenant (groups are sorted arrays). */
-const groupSets = new WeakMap<CompiledTenant, Map<string, Set<string>>>();
-function groupSet(c: CompiledTenant, id: string): Set<string> {
-  let m = groupSets.get(c);
-  if (!m) groupSets.set(c, (m = new Map()));
-  let s = m.get(id);
-  if (!s) m.set(id, (s = new Set(c.groups.get(id) ?? [])));
-  return s;
-}
-
 /** The ports a workload's tenant uses towards it: policy and exposure rules whose destination holds it, and exposure target ports. */
 export function servingPorts(c: CompiledTenant, w: WorkloadModel): { tcp: number[]; udp: number[] } {
   const out = { tcp: new Set<number>(), udp: new Set<number>() };
   for (const r of c.rules) {
     if (r.protocol === 'icmp' || r.ports.length === 0) continue;
-    if (!groupSet(c, r.to).has(w.address)) continue;
+    if (!c.groups.get(r.to)?.has(ipToInt(w.address))) continue; // groups are keyed by the address as a number
     for (const p of r.ports) {
       out[r.protocol].add(p.from);
       out[r.protocol].add(p.to);
@@ -165,7 +155,7 @@ function targets(input: AuditPlanInput): Target[] {
 
   // Workloads of every tenant.
   for (const c of tenants) {
-    for (const w of [...c.model.workloads].sort(byName)) {
+    for (const w of c.workloads) {
       const used = servingPorts(c, w);
       add('workload', `${c.model.name}/${w.name}`, w.address, [...AUDIT_PORTS.workloadTcp, ...(input.ports?.tcp ?? []), ...used.tcp], [...AUDIT_PORTS.workloadUdp, ...(input.ports?.udp ?? []), ...used.udp]);
     }
@@ -236,7 +226,7 @@ export function planAudit(input: AuditPlanInput): AuditPlan {
   for (const name of sourceNames) {
     const c = byTenant.get(name);
     if (!c) continue;
-    for (const w of [...c.model.workloads].sort(byName)) {
+    for (const w of c.workloads) {
       for (const t of list) {
         if (t.address === w.address) continue;
         for (const port of sortedPorts(t.tcp)) push({ c, w, t, protocol: 'tcp', port });

@@ -97,8 +97,7 @@ export function nodeAddress(slice: string): string {
  * costs a point lookup or two rather than a scan of the slice, and a freed
  * address is the last to come round again.
  */
-export function allocateWorkloadAddress(slice: string, isTaken: (ip: string) => boolean, node: string, after?: string): string {
-  const s = parseCidr(slice, 'slice');
+export function allocateWorkloadAddress(s: Cidr, isTaken: (ip: string) => boolean, node: string, after?: string): string {
   const first = s.base + 2;
   const last = s.base + cidrSize(s.prefix) - 2;
   const count = last - first + 1;
@@ -108,7 +107,7 @@ export function allocateWorkloadAddress(slice: string, isTaken: (ip: string) => 
     const ip = intToIp(first + ((start + i) % count));
     if (!isTaken(ip)) return ip;
   }
-  throw new ExhaustedError(`node ${node}'s slice ${slice} has no free workload address (all ${count} are in use or quarantined after release)`);
+  throw new ExhaustedError(`node ${node}'s slice ${formatCidr(s)} has no free workload address (all ${count} are in use or quarantined after release)`);
 }
 
 /** The lowest WireGuard listen port at or above `base` that the host does not use yet. */

@@ -38,7 +38,7 @@ import { cidrContains, ipToInt, isIpv4, parseCidr } from '../shared/ipv4.js';
 import type { Labels } from '../shared/names.js';
 import { ALL_PORTS, formatPorts, mergeRanges, rangesInclude, subtractRanges } from '../shared/ports.js';
 import type { HostAddressModel, MeshContext, PolicySpec, TenantModel, WorkloadModel } from './model.js';
-import { compileTenant, type CompiledTenant } from './render.js';
+import { compileTenant, tenantModel, type AddressList, type CompiledTenant } from './render.js';
 
 /** A tenant as the store caches it (compiled), or its plain model (compiled here). */
 export type TenantInput = CompiledTenant | TenantModel;
@@ -138,20 +138,8 @@ const compiled = (t: TenantInput): CompiledTenant => ('rules' in t ? t : compile
 /** `policy:<name>` → name; null for other origins (exposures). */
 const policyOf = (origin: string): string | null => (origin.startsWith('policy:') ? origin.slice('policy:'.length) : null);
 
-/** Is `address` in a group? Groups are sorted numerically (render.ts sortIps / insertSorted). */
-function groupHas(members: readonly string[] | undefined, address: number): boolean {
-  if (!members) return false;
-  let lo = 0;
-  let hi = members.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    const v = ipToInt(members[mid]!);
-    if (v === address) return true;
-    if (v < address) lo = mid + 1;
-    else hi = mid;
-  }
-  return false;
-}
+/** Is `address` in a group? (Groups are sorted lists keyed by the address as a number.) */
+const groupHas = (members: AddressList | undefined, address: number): boolean => members?.has(address) ?? false;
 
 const rulePorts = (protocol: Protocol, ports: readonly PortRange[]): readonly PortRange[] => (protocol === 'icmp' ? [] : ports.length ? ports : ALL_PORTS);
 
@@ -169,8 +157,7 @@ const isAll = (ranges: readonly PortRange[]): boolean => ranges.length === 1 && 
 export function explainFlow(model: ReachabilityModel, q: FlowQuery): Explanation {
   const c = compiled(model.tenant);
   const t = c.model;
-  const byName = new Map(t.workloads.map((w) => [w.name, w]));
-  const src = byName.get(q.from);
+  const src = c.workloads.get(q.from);
   if (!src) throw new NotFoundError(`from: workload "${q.from}" does not exist in tenant "${t.name}"`);
   if (q.port !== undefined) {
     if (q.protocol === 'icmp') throw new ValidationError('port: icmp has no ports', 'port');
@@ -181,9 +168,9 @@ export function explainFlow(model: ReachabilityModel, q: FlowQuery): Explanation
   if (/^[0-9.]+$/.test(q.to) && q.to.includes('.')) {
     if (!isIpv4(q.to)) throw new ValidationError(`to: "${q.to}" is neither a workload name nor an IPv4 address`, 'to');
     address = q.to;
-    dst = t.workloads.find((w) => w.address === address);
+    dst = c.workloads.toArray().find((w) => w.address === address);
   } else {
-    dst = byName.get(q.to);
+    dst = c.workloads.get(q.to);
     if (!dst) throw new NotFoundError(`to: workload "${q.to}" does not exist in tenant "${t.name}"`);
     address = dst.address;
   }
@@ -423,8 +410,8 @@ function cells(c: CompiledTenant, limit: number, only?: { from: Set<string>; to:
   for (const r of c.rules) {
     const name = policyOf(r.origin);
     if (name === null) continue;
-    let srcs = c.groups.get(r.from) ?? [];
-    let dsts = c.groups.get(r.to) ?? [];
+    let srcs = c.groups.get(r.from)?.toArray() ?? [];
+    let dsts = c.groups.get(r.to)?.toArray() ?? [];
     if (only) {
       srcs = srcs.filter((a) => only.from.has(a));
       dsts = dsts.filter((a) => only.to.has(a));
@@ -455,7 +442,7 @@ function tooLarge(c: CompiledTenant, limit: number): never {
   throw new TooLargeError(`reachability of tenant "${c.model.name}" has more than ${limit} flows; explain single flows instead`);
 }
 
-const names = (c: CompiledTenant): Map<string, string> => new Map(c.model.workloads.map((w) => [w.address, w.name]));
+const names = (c: CompiledTenant): Map<string, string> => new Map(c.workloads.toArray().map((w) => [w.address, w.name]));
 
 const byFlow = (a: Flow, b: Flow): number => (a.from !== b.from ? (a.from < b.from ? -1 : 1) : a.to !== b.to ? (a.to < b.to ? -1 : 1) : PROTOCOL_ORDER[a.protocol] - PROTOCOL_ORDER[b.protocol]);
 
@@ -469,7 +456,8 @@ export function reachabilityMatrix(tenant: TenantInput, limit = MAX_MATRIX_FLOWS
   for (const cell of cells(c, limit).values()) {
     flows.push({ ...flowOf(nameOf.get(cell.from)!, nameOf.get(cell.to)!, cell.protocol, cell.ranges), policies: [...cell.policies].sort() });
   }
-  return { tenant: c.model.name, workloads: c.model.workloads.map((w) => w.name).sort(), flows: flows.sort(byFlow) };
+  // Workloads are in name order already.
+  return { tenant: c.model.name, workloads: c.workloads.toArray().map((w) => w.name), flows: flows.sort(byFlow) };
 }
 
 // ---------------------------------------------------------------- what-if
@@ -486,7 +474,7 @@ export function whatIf(tenant: TenantInput, change: PolicyChange, limit = MAX_MA
   if (change.op === 'delete' && !exists) throw new NotFoundError(`policy "${change.name}" does not exist in tenant "${t.name}"`);
   const policies = t.policies.filter((p) => p.name !== change.name);
   if (change.op === 'put') policies.push({ name: change.name, spec: change.spec });
-  const after = compileTenant({ ...t, policies });
+  const after = compileTenant({ ...tenantModel(before), policies });
 
   const only = { from: new Set<string>(), to: new Set<string>() };
   for (const c of [before, after]) {

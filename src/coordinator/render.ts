@@ -4,7 +4,10 @@
  * allow rules, the peer list); `renderHost` cuts one host's document out of
  * the compiled tenants it belongs to without copying them, so rendering N
  * hosts costs O(N × tenants), not O(N × peers). `withWorkload` updates a
- * compiled tenant for one added or removed workload without recompiling it.
+ * compiled tenant for one added or removed workload without recompiling it:
+ * the tenant-wide lists (workloads, address groups, each node's workloads)
+ * are persistent sorted lists, so a change costs O(log n) and the version
+ * before it stays intact for whoever still reads it.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -25,17 +28,35 @@ import { ipToInt } from '../shared/ipv4.js';
 import { matchesSelector, selectorKey, type Labels } from '../shared/names.js';
 import { parsePorts } from '../shared/ports.js';
 import type { MemberModel, RenderSettings, TenantModel, WorkloadModel } from './model.js';
+import { SortedList } from './sorted-list.js';
+
+/** A list of addresses in numeric order. */
+export type AddressList = SortedList<string, number>;
+/** How many of a group's members run on a node. */
+export interface NodeCount {
+  node: string;
+  count: number;
+}
+/** A node's workloads. */
+export interface NodeWorkloads {
+  node: string;
+  workloads: SortedList<LocalWorkload, string>;
+}
 
 export interface CompiledTenant {
-  model: TenantModel;
-  /** Group id → sorted /32 member addresses. */
-  groups: Map<string, string[]>;
+  /** The tenant's model but its workloads: those are in `workloads`. */
+  model: Omit<TenantModel, 'workloads'>;
+  /** Every workload of the tenant, by name. */
+  workloads: SortedList<WorkloadModel, string>;
+  /** Group id → /32 member addresses. */
+  groups: Map<string, AddressList>;
   /** Group id → the selector it stands for (workload groups only). */
   groupSelectors: Map<string, Labels>;
-  /** Group id → node → how many of the group's members run there. */
-  groupNodes: Map<string, Map<string, number>>;
+  /** Group id → the nodes its members run on, by node name. */
+  groupNodes: Map<string, SortedList<NodeCount, string>>;
   rules: AllowRule[];
-  workloadsByNode: Map<string, LocalWorkload[]>;
+  /** The nodes running workloads, by node name, each with its workloads by name. */
+  workloadsByNode: SortedList<NodeWorkloads, string>;
   entryPointsByNode: Map<string, EntryPoint[]>;
   exposuresByGateway: Map<string, GatewayExposure[]>;
   membersByHost: Map<string, MemberModel>;
@@ -51,21 +72,33 @@ const groupId = (kind: 's' | 'x', key: string): string => `${kind}_${createHash(
 /** The group id of a workload selector (stable across renders and hosts). */
 export const selectorGroupId = (selector: Labels): string => groupId('s', selectorKey(selector));
 
-export function compileTenant(model: TenantModel): CompiledTenant {
+const nameOf = (x: { name: string }): string => x.name;
+const nodeOf = (x: { node: string }): string => x.node;
+const addresses = (ips: Iterable<string>): AddressList => SortedList.from(ips, ipToInt);
+const localWorkloads = (list: Iterable<LocalWorkload>): SortedList<LocalWorkload, string> => SortedList.from(list, nameOf);
+
+/** The compiled tenant's model as a plain TenantModel (for recompiling a variant of it). */
+export const tenantModel = (c: CompiledTenant): TenantModel => ({ ...c.model, workloads: [...c.workloads] });
+
+export function compileTenant(tenant: TenantModel): CompiledTenant {
+  // The workload array stays out of `model`: after withWorkload it would be stale. Compiling
+  // reads the array as given; the list by name sorts itself when first used.
+  const { workloads: all, ...model } = tenant;
+  const workloads = SortedList.from(all, nameOf);
   const membersByHost = new Map(model.members.map((m) => [m.host.name, m]));
-  const groups = new Map<string, string[]>();
+  const groups = new Map<string, AddressList>();
   const groupSelectors = new Map<string, Labels>();
-  const groupNodes = new Map<string, Map<string, number>>();
+  const groupNodes = new Map<string, SortedList<NodeCount, string>>();
 
   const workloadGroup = (selector: Labels): string => {
     const id = selectorGroupId(selector);
     if (!groups.has(id)) {
-      const members = model.workloads.filter((w) => matchesSelector(selector, w.labels));
-      groups.set(id, sortIps(members.map((w) => w.address)));
+      const members = all.filter((w) => matchesSelector(selector, w.labels));
+      groups.set(id, addresses(members.map((w) => w.address)));
       groupSelectors.set(id, selector);
       const nodes = new Map<string, number>();
       for (const w of members) nodes.set(w.node, (nodes.get(w.node) ?? 0) + 1);
-      groupNodes.set(id, nodes);
+      groupNodes.set(id, SortedList.from([...nodes].map(([node, count]) => ({ node, count })), nodeOf));
     }
     return id;
   };
@@ -85,18 +118,18 @@ export function compileTenant(model: TenantModel): CompiledTenant {
     if (e.spec.mode !== 'mesh' || gateways.length === 0) continue;
     // Admit only the exposure's gateways to the entry point's port.
     const from = groupId('x', `exposure:${e.name}`);
-    groups.set(from, sortIps(gateways.map((g) => g.meshAddress)));
+    groups.set(from, addresses(gateways.map((g) => g.meshAddress)));
     const port = e.spec.target.port;
     rules.push({ origin: `exposure:${e.name}`, from, to, protocol: 'tcp', ports: [{ from: port, to: port }] });
   }
 
-  const workloadsByNode = new Map<string, LocalWorkload[]>();
-  for (const w of model.workloads) {
-    let list = workloadsByNode.get(w.node);
-    if (!list) workloadsByNode.set(w.node, (list = []));
-    list.push({ name: w.name, address: w.address, labels: w.labels });
+  const local = new Map<string, LocalWorkload[]>();
+  for (const w of all) {
+    let list = local.get(w.node);
+    if (!list) local.set(w.node, (list = []));
+    list.push(localWorkload(w));
   }
-  for (const list of workloadsByNode.values()) list.sort(byName);
+  const workloadsByNode = SortedList.from([...local].map(([node, list]) => ({ node, workloads: localWorkloads(list) })), nodeOf);
 
   // Egress leaves through one gateway per tenant: the first, by name, of those named by any rule.
   const egressGateway = [...new Set(model.egress.flatMap((r) => r.spec.gateways))].filter((g) => membersByHost.has(g)).sort()[0] ?? null;
@@ -110,12 +143,13 @@ export function compileTenant(model: TenantModel): CompiledTenant {
   const { nodePeers, gatewayPeers } = compilePeers(model.members, egressGateway, egressAllow);
   return {
     model,
+    workloads,
     groups,
     groupSelectors,
     groupNodes,
     rules,
     workloadsByNode,
-    ...compileExposures(model, membersByHost),
+    ...compileExposures(model, all, membersByHost),
     membersByHost,
     nodePeers,
     gatewayPeers,
@@ -132,12 +166,16 @@ function exposureGateways(names: string[], membersByHost: Map<string, MemberMode
     .map((m) => ({ host: m.host.name, meshAddress: m.address, routerPort: ROUTER_PORT }));
 }
 
-function compileExposures(model: TenantModel, membersByHost: Map<string, MemberModel>): Pick<CompiledTenant, 'entryPointsByNode' | 'exposuresByGateway'> {
+function compileExposures(
+  model: CompiledTenant['model'],
+  workloads: readonly WorkloadModel[],
+  membersByHost: Map<string, MemberModel>,
+): Pick<CompiledTenant, 'entryPointsByNode' | 'exposuresByGateway'> {
   const entryPointsByNode = new Map<string, EntryPoint[]>();
   const exposuresByGateway = new Map<string, GatewayExposure[]>();
   const keys = new Map(model.routerKeys.map((k) => [`${k.exposure}/${k.workload}`, k]));
   for (const e of [...model.exposures].sort(byName)) {
-    const targets = model.workloads.filter((w) => matchesSelector(e.spec.target.selector, w.labels)).sort(byName);
+    const targets = workloads.filter((w) => matchesSelector(e.spec.target.selector, w.labels)).sort(byName);
     const gateways = exposureGateways(e.spec.gateways, membersByHost);
     const tunnel = e.spec.mode === 'tunnel';
     const routerClients: GatewayExposure['routerClients'] = [];
@@ -202,43 +240,43 @@ function compilePeers(members: MemberModel[], egressGateway: string | null, egre
 
 /**
  * The compiled tenant after one workload is added (or removed), sharing
- * every piece the change does not touch. The caller guarantees membership did
- * not change (a new member needs compileTenant).
+ * every piece the change does not touch; `c` itself stays as it was. The
+ * caller guarantees membership did not change (a new member needs
+ * compileTenant). O(log n) in the tenant's workloads and nodes, times its
+ * selectors — except for a workload an exposure selects, whose exposures
+ * are recompiled (O(n)).
  */
 export function withWorkload(c: CompiledTenant, w: WorkloadModel, op: 'add' | 'remove'): CompiledTenant {
   const add = op === 'add';
-  const workloads = add ? [...c.model.workloads, w] : c.model.workloads.filter((x) => x.name !== w.name);
+  const workloads = add ? c.workloads.with(w) : c.workloads.without(w.name);
   // A removed workload's router keys go with it (the database cascades the same way).
-  const routerKeys = add ? c.model.routerKeys : c.model.routerKeys.filter((k) => k.workload !== w.name);
-  const model: TenantModel = { ...c.model, workloads, routerKeys };
+  const model = add ? c.model : { ...c.model, routerKeys: c.model.routerKeys.filter((k) => k.workload !== w.name) };
 
+  // Copies of the group-keyed maps: as many entries as the tenant has selectors, not workloads.
   const groups = new Map(c.groups);
   const groupNodes = new Map(c.groupNodes);
   for (const [id, selector] of c.groupSelectors) {
     if (!matchesSelector(selector, w.labels)) continue;
-    const addresses = c.groups.get(id) ?? [];
-    groups.set(id, add ? insertSorted(addresses, w.address) : addresses.filter((a) => a !== w.address));
-    const nodes = new Map(c.groupNodes.get(id));
-    const n = (nodes.get(w.node) ?? 0) + (add ? 1 : -1);
-    if (n > 0) nodes.set(w.node, n);
-    else nodes.delete(w.node);
-    groupNodes.set(id, nodes);
+    const members = c.groups.get(id) ?? addresses([]);
+    groups.set(id, add ? members.with(w.address) : members.without(ipToInt(w.address)));
+    const nodes = c.groupNodes.get(id) ?? SortedList.from<NodeCount, string>([], nodeOf);
+    const count = (nodes.get(w.node)?.count ?? 0) + (add ? 1 : -1);
+    groupNodes.set(id, count > 0 ? nodes.with({ node: w.node, count }) : nodes.without(w.node));
   }
 
-  const workloadsByNode = new Map(c.workloadsByNode);
-  const local = c.workloadsByNode.get(w.node) ?? [];
-  const next = add ? insertByName(local, { name: w.name, address: w.address, labels: w.labels }) : local.filter((x) => x.name !== w.name);
-  if (next.length) workloadsByNode.set(w.node, next);
-  else workloadsByNode.delete(w.node);
+  const local = c.workloadsByNode.get(w.node)?.workloads ?? localWorkloads([]);
+  const next = add ? local.with(localWorkload(w)) : local.without(w.name);
+  const workloadsByNode = next.size ? c.workloadsByNode.with({ node: w.node, workloads: next }) : c.workloadsByNode.without(w.node);
 
   const exposed = c.model.exposures.some((e) => matchesSelector(e.spec.target.selector, w.labels));
   return {
     ...c,
     model,
+    workloads,
     groups,
     groupNodes,
     workloadsByNode,
-    ...(exposed ? compileExposures(model, c.membersByHost) : {}),
+    ...(exposed ? compileExposures(model, workloads.toArray(), c.membersByHost) : {}),
   };
 }
 
@@ -282,11 +320,14 @@ export function renderHost(host: HostToRender, settings: RenderSettings): Desire
 function renderTenant(t: CompiledTenant, self: MemberModel): TenantState {
   const me = self.host;
   const isNode = me.kind === 'node';
-  const rules = isNode ? t.rules.filter((r) => (t.groupNodes.get(r.from)?.has(me.name) ?? false) || (t.groupNodes.get(r.to)?.has(me.name) ?? false)) : [];
+  // toMap: one hash index per version, shared by every host rendered from it.
+  const enforces = (group: string): boolean => t.groupNodes.get(group)?.toMap().has(me.name) ?? false;
+  const rules = isNode ? t.rules.filter((r) => enforces(r.from) || enforces(r.to)) : [];
+  // Documents share the lists' arrays by reference, like the peer list (nobody mutates a document).
   const groups: Record<string, string[]> = {};
   for (const r of rules) {
-    groups[r.from] = t.groups.get(r.from) ?? [];
-    groups[r.to] = t.groups.get(r.to) ?? [];
+    groups[r.from] = (t.groups.get(r.from)?.toArray() ?? []) as string[];
+    groups[r.to] = (t.groups.get(r.to)?.toArray() ?? []) as string[];
   }
   const gw = t.egressGateway === null ? null : t.membersByHost.get(t.egressGateway);
   return {
@@ -298,7 +339,7 @@ function renderTenant(t: CompiledTenant, self: MemberModel): TenantState {
     listenPort: self.listenPort,
     publicKey: self.publicKey,
     peers: isNode ? t.nodePeers : t.gatewayPeers,
-    workloads: isNode ? (t.workloadsByNode.get(me.name) ?? []) : [],
+    workloads: isNode ? ((t.workloadsByNode.toMap().get(me.name)?.workloads.toArray() ?? []) as LocalWorkload[]) : [],
     firewall: { groups, rules },
     entryPoints: isNode ? (t.entryPointsByNode.get(me.name) ?? []) : [],
     egress: { gateway: gw ? { host: gw.host.name, meshAddress: gw.address } : null, allow: gw ? t.egressAllow : [] },
@@ -317,8 +358,8 @@ export function hostsAffectedByWorkload(t: CompiledTenant, w: WorkloadModel): Se
   for (const [id, selector] of t.groupSelectors) if (matchesSelector(selector, w.labels)) hit.add(id);
   for (const r of t.rules) {
     if (!hit.has(r.from) && !hit.has(r.to)) continue;
-    for (const n of t.groupNodes.get(r.from)?.keys() ?? []) affected.add(n);
-    for (const n of t.groupNodes.get(r.to)?.keys() ?? []) affected.add(n);
+    for (const { node } of t.groupNodes.get(r.from) ?? []) affected.add(node);
+    for (const { node } of t.groupNodes.get(r.to) ?? []) affected.add(node);
   }
   for (const e of t.model.exposures) {
     if (matchesSelector(e.spec.target.selector, w.labels)) for (const g of e.spec.gateways) affected.add(g);
@@ -326,37 +367,6 @@ export function hostsAffectedByWorkload(t: CompiledTenant, w: WorkloadModel): Se
   return affected;
 }
 
-/** A copy of `xs` (sorted by name) with `x` in its place: no re-sort per change. */
-function insertByName<T extends { name: string }>(xs: readonly T[], x: T): T[] {
-  let lo = 0;
-  let hi = xs.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (xs[mid]!.name < x.name) lo = mid + 1;
-    else hi = mid;
-  }
-  return [...xs.slice(0, lo), x, ...xs.slice(lo)];
-}
-
-function insertSorted(xs: string[], x: string): string[] {
-  let lo = 0;
-  let hi = xs.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (compareIp(xs[mid]!, x) < 0) lo = mid + 1;
-    else hi = mid;
-  }
-  return [...xs.slice(0, lo), x, ...xs.slice(lo)];
-}
-
-/** Sort dotted-quad addresses numerically (decorate once, sort numbers). */
-function sortIps(ips: string[]): string[] {
-  return ips
-    .map((ip) => [ipToInt(ip), ip] as const)
-    .sort((a, b) => a[0] - b[0])
-    .map((x) => x[1]);
-}
-
-const compareIp = (a: string, b: string): number => ipToInt(a) - ipToInt(b);
+const localWorkload = (w: WorkloadModel): LocalWorkload => ({ name: w.name, address: w.address, labels: w.labels });
 
 const byName = (a: { name: string }, b: { name: string }): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

@@ -19,6 +19,10 @@ export function openDatabase(path: string, migrations: readonly string[] = MIGRA
     db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 5000');
     db.pragma('foreign_keys = ON');
+    // Every change runs in a savepoint, whose journal (and each statement's) is a
+    // temp file by default: a file write per statement. They only ever roll back
+    // inside the open transaction, never across a crash, so memory is enough.
+    db.pragma('temp_store = MEMORY');
     migrate(db, migrations);
     return db;
   } catch (err) {

@@ -123,8 +123,8 @@ test('sources: only the chosen tenants probe, every tenant stays a target; probe
 
 test('serving ports: the ends of policy ranges and the exposure port, besides the sample', (t) => {
   const [, g] = tenants();
-  t.deepEqual(servingPorts(g!, g!.model.workloads.find((w) => w.name === 'globex-db')!), { tcp: [5432, 5433], udp: [] });
-  t.deepEqual(servingPorts(g!, g!.model.workloads.find((w) => w.name === 'globex-app')!), { tcp: [8080], udp: [] });
+  t.deepEqual(servingPorts(g!, g!.workloads.get('globex-db')!), { tcp: [5432, 5433], udp: [] });
+  t.deepEqual(servingPorts(g!, g!.workloads.get('globex-app')!), { tcp: [8080], udp: [] });
 });
 
 test('too many probes: 413 before anything is explained', (t) => {

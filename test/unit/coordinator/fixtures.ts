@@ -1,5 +1,6 @@
 /** A small two-tenant world for render tests (the same shape as the lab demo). */
 import type { HostModel, TenantModel } from '../../../src/coordinator/model.js';
+import type { CompiledTenant } from '../../../src/coordinator/render.js';
 
 const key = (c: string) => `${c.repeat(43)}=`;
 export const hosts: Record<string, HostModel> = {
@@ -82,3 +83,6 @@ export function globex(): TenantModel {
     routerKeys: [],
   };
 }
+
+/** Everything a compiled tenant holds, as text (maps as entry lists, sorted lists as arrays): equal text, equal tenant. */
+export const dumpCompiled = (c: CompiledTenant): string => JSON.stringify(c, (_k, v: unknown) => (v instanceof Map ? [...v] : v));

@@ -43,7 +43,7 @@ test('node slices start at index 1 (index 0 is for gateways)', (t) => {
 });
 
 test('workload addresses skip network, node address, broadcast, and whatever is taken', (t) => {
-  const slice = '10.240.0.64/26';
+  const slice = parseCidr('10.240.0.64/26', 'slice');
   const none = () => false;
   t.is(allocateWorkloadAddress(slice, none, 'n1'), '10.240.0.66');
   const taken = new Set(['10.240.0.66', '10.240.0.67']);
@@ -56,7 +56,7 @@ test('workload addresses skip network, node address, broadcast, and whatever is 
 });
 
 test('workload allocation is next-fit: it resumes after the last address and wraps', (t) => {
-  const slice = '10.240.0.64/26';
+  const slice = parseCidr('10.240.0.64/26', 'slice');
   t.is(allocateWorkloadAddress(slice, () => false, 'n1', '10.240.0.70'), '10.240.0.71');
   t.is(allocateWorkloadAddress(slice, () => false, 'n1', '10.240.0.126'), '10.240.0.66'); // wraps past the broadcast
   t.is(allocateWorkloadAddress(slice, (ip) => ip === '10.240.0.71', 'n1', '10.240.0.70'), '10.240.0.72');

@@ -221,7 +221,7 @@ test('matrix: every allowed pair, ports merged across policies, self pairs left 
 test('matrix and explain agree on every pair, protocol and a few ports', (t) => {
   const tenant = compileTenant(world());
   const m = reachabilityMatrix(tenant);
-  const names = tenant.model.workloads.map((w) => w.name);
+  const names = tenant.workloads.toArray().map((w) => w.name);
   for (const from of names) {
     for (const to of names) {
       if (from === to) continue;
@@ -303,11 +303,11 @@ test('what-if: deleting an unknown policy is a 404 naming it', (t) => {
 
 test('what-if never touches the model it was given (nor the compiled tenant the store caches)', (t) => {
   const tenant = compileTenant(world());
-  const before = JSON.stringify({ model: tenant.model, rules: tenant.rules, groups: [...tenant.groups] });
+  const before = JSON.stringify({ model: tenant.model, workloads: tenant.workloads, rules: tenant.rules, groups: [...tenant.groups] });
   const matrix = reachabilityMatrix(tenant);
   whatIf(tenant, { op: 'put', name: 'web-to-db', spec: { from: {}, to: {}, allow: [{ protocol: 'udp' }] } });
   whatIf(tenant, { op: 'delete', name: 'web-to-db' });
-  t.is(JSON.stringify({ model: tenant.model, rules: tenant.rules, groups: [...tenant.groups] }), before);
+  t.is(JSON.stringify({ model: tenant.model, workloads: tenant.workloads, rules: tenant.rules, groups: [...tenant.groups] }), before);
   t.deepEqual(reachabilityMatrix(tenant), matrix);
 });
 

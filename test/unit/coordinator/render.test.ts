@@ -1,8 +1,8 @@
 import test from 'ava';
-import { DEFAULT_RENDER_SETTINGS } from '../../../src/coordinator/model.js';
-import { compileTenant, hostsAffectedByWorkload, renderHost, selectorGroupId, withWorkload } from '../../../src/coordinator/render.js';
+import { DEFAULT_RENDER_SETTINGS, type WorkloadModel } from '../../../src/coordinator/model.js';
+import { compileTenant, hostsAffectedByWorkload, renderHost, selectorGroupId, withWorkload, type CompiledTenant } from '../../../src/coordinator/render.js';
 import { golden } from '../../helpers/golden.js';
-import { acme, globex, hosts } from './fixtures.js';
+import { acme, dumpCompiled, globex, hosts } from './fixtures.js';
 
 const compiled = () => [compileTenant(acme()), compileTenant(globex())];
 const render = (name: string, version = 7) => renderHost({ ...hosts[name]!, version, tenants: compiled() }, DEFAULT_RENDER_SETTINGS);
@@ -107,4 +107,55 @@ test('a workload a policy selects affects the nodes enforcing that policy and it
   t.deepEqual([...web].sort(), ['gateway1', 'gateway2', 'node1', 'node2', 'node3']);
   const db = hostsAffectedByWorkload(c, { name: 'db2', node: 'node3', address: '10.240.0.195', labels: { app: 'db' } });
   t.deepEqual([...db].sort(), ['node1', 'node2', 'node3']);
+});
+
+const renderAll = (c: CompiledTenant): string[] => Object.values(hosts).map((h) => JSON.stringify(renderHost({ ...h, version: 1, tenants: [c] }, DEFAULT_RENDER_SETTINGS)));
+
+test('withWorkload leaves the tenant it started from as it was, and so every version after it', (t) => {
+  let c = compileTenant(acme());
+  const versions: { c: CompiledTenant; dump: string; docs: string[] }[] = [];
+  const changes: [WorkloadModel, 'add' | 'remove'][] = [
+    [{ name: 'acme-web2', node: 'node2', address: '10.240.0.132', labels: { app: 'web' } }, 'add'], // exposed, in a policy group
+    [{ name: 'acme-cron', node: 'node3', address: '10.240.0.194', labels: { app: 'cron' } }, 'add'], // no group
+    [acme().workloads[0]!, 'remove'], // acme-web: exposed, carries a router key
+    [acme().workloads[1]!, 'remove'], // acme-db: node2 keeps other workloads
+    [{ name: 'acme-db', node: 'node1', address: '10.240.0.67', labels: { app: 'db' } }, 'add'],
+  ];
+  for (const [w, op] of changes) {
+    versions.push({ c, dump: dumpCompiled(c), docs: renderAll(c) });
+    c = withWorkload(c, w, op);
+  }
+  for (const [i, v] of versions.entries()) {
+    t.is(dumpCompiled(v.c), v.dump, `version ${i}`);
+    t.deepEqual(renderAll(v.c), v.docs, `version ${i} documents`);
+  }
+});
+
+test('many incremental changes give the same compiled tenant as compiling from scratch', (t) => {
+  let seed = 7;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const truth = acme();
+  let c = compileTenant(acme());
+  const slices: Record<string, number> = { node1: 64, node2: 128, node3: 192 };
+  for (let i = 0; i < 400; i++) {
+    if (truth.workloads.length && rnd() < 0.45) {
+      const w = truth.workloads[Math.floor(rnd() * truth.workloads.length)]!;
+      truth.workloads = truth.workloads.filter((x) => x.name !== w.name);
+      truth.routerKeys = truth.routerKeys.filter((k) => k.workload !== w.name);
+      c = withWorkload(c, w, 'remove');
+    } else {
+      const node = ['node1', 'node2', 'node3'][Math.floor(rnd() * 3)]!;
+      const taken = new Set(truth.workloads.map((x) => x.address));
+      const host = Array.from({ length: 60 }, (_, k) => `10.240.0.${slices[node]! + 2 + k}`).find((a) => !taken.has(a));
+      if (!host) continue;
+      const w = { name: `w${i}`, node, address: host, labels: { app: ['web', 'db', 'batch', 'cron'][Math.floor(rnd() * 4)]! } };
+      truth.workloads.push(w);
+      c = withWorkload(c, w, 'add');
+    }
+    if (i % 40 === 39) {
+      const fresh = compileTenant(truth);
+      t.is(dumpCompiled(c), dumpCompiled(fresh), `after change ${i}`);
+      t.deepEqual(renderAll(c), renderAll(fresh), `documents after change ${i}`);
+    }
+  }
 });
