@@ -7,7 +7,7 @@ import type { ConnInfo } from './core.js';
 import type { RequestHead, ResponseHead } from './http1.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1), proxy-only ones and framing the gateway writes itself: never forwarded either way. */
-export const HOP_BY_HOP = new Set([
+const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',

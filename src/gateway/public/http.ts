@@ -190,8 +190,8 @@ class HttpConnection {
   private ex: Exchange | null = null;
   /** The stream kept from this connection's last exchange, for its next one. */
   private idle: { stream: OpenStream; since: number } | null = null;
-  /** Streams this connection listens to (their events reach it until they close). */
-  private readonly attached = new WeakSet<OpenStream>();
+  /** Streams this connection listens to (their events reach it until they close), with how to stop listening. */
+  private readonly detachers = new WeakMap<OpenStream, () => void>();
   private exchanges = 0;
   /** Start of the wait for the current head (connection start or end of the last response). */
   private headSince = performance.now();
@@ -498,7 +498,7 @@ class HttpConnection {
     const ex = this.ex!;
     const { metrics } = this.core;
     ex.stream = stream;
-    if (!this.attached.has(stream)) this.attach(stream);
+    if (!this.detachers.has(stream)) this.attach(stream);
     metrics.requests++;
     metrics.exposure(ex.key).requests++;
     // Expect: 100-continue is answered here, once the request is routed,
@@ -595,7 +595,6 @@ class HttpConnection {
 
   /** Listen to a stream for as long as it lives: its events reach whichever exchange uses it, or close it while it idles. */
   private attach(stream: OpenStream): void {
-    this.attached.add(stream);
     const d = stream.duplex;
     const onData = (chunk: Buffer): void => {
       if (this.ex?.stream === stream && this.phase === 'exchange') this.onUpData(chunk);
@@ -612,11 +611,11 @@ class HttpConnection {
     d.on('data', onData);
     d.once('end', onEnd);
     d.once('close', onClose);
-    (stream as OpenStream & { detach?: () => void }).detach = () => {
+    this.detachers.set(stream, () => {
       d.removeListener('data', onData);
       d.removeListener('end', onEnd);
       d.removeListener('close', onClose);
-    };
+    });
   }
 
   private drop(stream: OpenStream): void {
@@ -859,7 +858,7 @@ class HttpConnection {
     clearTimeout(this.timer);
     this.idle?.stream.close();
     this.idle = null;
-    (stream as OpenStream & { detach?: () => void }).detach?.();
+    this.detachers.get(stream)?.();
     this.socket.removeListener('data', this.onClientData);
     this.socket.removeListener('end', this.onClientEnd);
     this.socket.write(switchingHead(res), 'latin1');
