@@ -20,6 +20,7 @@ import type { Upstream } from './public/types.js';
 import {
   AUTH_FAILURES,
   authorizeRouterClient,
+  comesFromWorkload,
   encodeFrame,
   FrameError,
   HANDSHAKE_TIMEOUT_MS,
@@ -57,6 +58,11 @@ export interface RouterServerOptions {
   sessionWindow?: number;
   /** nghttp2 memory cap per session, MB. */
   maxSessionMemory?: number;
+  /**
+   * Refuse a session whose source address is not the mesh address of its
+   * grant's workload (default true; a test harness on loopback may turn it off).
+   */
+  bindSource?: boolean;
   now?: () => number;
   log?: (line: string) => void;
 }
@@ -101,6 +107,8 @@ interface Session {
   h2: http2.ClientHttp2Session;
   socket: Socket;
   remote: string;
+  /** Source address the session was authorized from (undefined when not bound). */
+  source: string | undefined;
   connectedAt: number;
   activeStreams: number;
   streamsTotal: number;
@@ -221,6 +229,7 @@ export class RouterServer extends EventEmitter implements Upstream {
       streamWindow: options.streamWindow ?? 256 * 1024,
       sessionWindow: options.sessionWindow ?? 8 * 1024 * 1024,
       maxSessionMemory: options.maxSessionMemory ?? 64,
+      bindSource: options.bindSource ?? true,
       now: options.now ?? Date.now,
       log: options.log ?? (() => {}),
     };
@@ -291,7 +300,7 @@ export class RouterServer extends EventEmitter implements Upstream {
     for (const [key, list] of this.sessionsByExposure) {
       const exposure = this.exposures.get(key);
       for (const s of [...list]) {
-        if (exposure && isListed(exposure, s.grant)) continue;
+        if (exposure && isListed(exposure, s.grant) && (s.source === undefined || comesFromWorkload(exposure, s.grant, s.source))) continue;
         this.counters.revoked++;
         this.opts.log(`router session ${s.id} (${key}, ${s.grant.workload}@${s.grant.node}) revoked`);
         this.dropSession(s, 'revoked');
@@ -313,6 +322,7 @@ export class RouterServer extends EventEmitter implements Upstream {
     socket.on('error', () => {}); // reported through readFrame / the session
     const deadline = Date.now() + this.opts.handshakeTimeoutMs;
     const challenge = newChallenge().toString('base64');
+    const source = this.opts.bindSource ? socket.remoteAddress : undefined;
     socket.write(encodeFrame(helloMessage(this.opts.name, Buffer.from(challenge, 'base64'))));
     readFrame(socket, deadline)
       .then((message) => {
@@ -323,6 +333,7 @@ export class RouterServer extends EventEmitter implements Upstream {
           coordinatorKey: this.opts.coordinatorKey,
           lookup: (t, e) => this.exposures.get(exposureKey(t, e)),
           tenant,
+          source,
           now: this.opts.now(),
         });
         this.pending.delete(socket);
@@ -332,7 +343,7 @@ export class RouterServer extends EventEmitter implements Upstream {
           return;
         }
         socket.write(encodeFrame({ type: 'welcome', v: 1 }));
-        this.startSession(socket, ok.grant, remote);
+        this.startSession(socket, ok.grant, remote, source);
       })
       .catch((err: unknown) => {
         this.pending.delete(socket);
@@ -355,7 +366,7 @@ export class RouterServer extends EventEmitter implements Upstream {
 
   // ------------------------------------------------------------ sessions
 
-  private startSession(socket: Socket, grant: RouterGrant, remote: string): void {
+  private startSession(socket: Socket, grant: RouterGrant, remote: string, source: string | undefined): void {
     const key = exposureKey(grant.tenant, grant.exposure);
     const h2 = http2.connect('http://router.netwall', {
       createConnection: () => socket,
@@ -373,6 +384,7 @@ export class RouterServer extends EventEmitter implements Upstream {
       h2,
       socket,
       remote,
+      source,
       connectedAt: Date.now(),
       activeStreams: 0,
       streamsTotal: 0,

@@ -8,8 +8,8 @@
  * Shape (default deny for everything netwall owns, default accept for the
  * host's other traffic):
  * - input:   containers → host: always dropped; mesh → host: replies only;
- *            underlay → tenant addresses: dropped; optionally the underlay
- *            itself is restricted to ssh, WireGuard ports and icmp.
+ *            optionally the underlay itself is restricted to ssh,
+ *            WireGuard ports and icmp.
  * - forward: containers: anti-spoof (veth . address set), replies, then the
  *            tenant's chain (picked by a verdict map on the source subnet):
  *            router clients, egress (interval set), leaving the subnet dropped,
@@ -17,10 +17,12 @@
  *            mesh → local containers: the same policy rules, picked by a
  *            verdict map on the WireGuard interface; underlay → anything of
  *            netwall: dropped.
- * - raw:     WireGuard's own packets — the encrypted UDP to and from this
- *            host's listen ports — are not tracked (`notrack` before
- *            conntrack): they need no state, and conntrack would otherwise
- *            look each one up on top of the packet it carries.
+ * - raw:     before conntrack: WireGuard's own packets — the encrypted UDP
+ *            to and from this host's listen ports — are not tracked (they
+ *            need no state, and conntrack would otherwise look each one up on
+ *            top of the packet it carries); packets from or to tenant
+ *            addresses that arrive on the underlay are dropped, so they can
+ *            never touch a container flow's conntrack entry.
  * Per-packet cost and rule count are O(tenants + policies): workloads only
  * ever appear as set elements.
  */
@@ -172,6 +174,8 @@ function renderTenant(t: TenantState, table: TableText, chains: string[]): void 
 }
 
 /**
+ * The raw hooks run before conntrack.
+ *
  * WireGuard's outer packets skip conntrack: UDP to one of this host's
  * WireGuard ports and addressed to the host itself (`fib daddr type local`:
  * traffic routed through the host on those ports stays tracked), and UDP the
@@ -179,12 +183,28 @@ function renderTenant(t: TenantState, table: TableText, chains: string[]): void 
  * but `untracked`: the input chain accepts them only on the WireGuard ports
  * (`underlay_input`), containers and meshes reaching the host are dropped by
  * interface before any state is looked at, and nothing forwards them.
+ *
+ * Packets from or to a tenant address that arrive anywhere but a netwall
+ * interface (or loopback) are dropped here, before conntrack sees them.
+ * Conntrack matches by addresses and ports only, not by interface: later, in
+ * `forward`, such a packet would already have been matched to a container
+ * flow's entry, so a forged packet from the underlay could mark a flow as
+ * replied or move its TCP state (a blind reset) even though the packet itself
+ * is then dropped.
  */
 function renderRaw(): string[] {
   return [
     '\tchain raw_prerouting {',
     '\t\ttype filter hook prerouting priority raw; policy accept;',
-    '\t\tudp dport @wg_ports fib daddr type local notrack',
+    // Accepted (in this hook only) so WireGuard's packets skip the tests below; never when addressed
+    // to a tenant address (the host's mesh address is local too), which the underlay must not reach.
+    '\t\tudp dport @wg_ports ip daddr != @tenant_nets fib daddr type local notrack accept',
+    '\t\tmeta nfproto ipv6 udp dport @wg_ports fib daddr type local notrack accept',
+    `\t\tiifname "${TENANT_IF_PREFIX}*" accept`,
+    `\t\tiifname "${CONTAINER_IF_PREFIX}*" accept`,
+    '\t\tiifname "lo" accept',
+    '\t\tip daddr @tenant_nets goto drop_underlay',
+    '\t\tip saddr @tenant_nets goto drop_underlay',
     '\t}',
     '\tchain raw_output {',
     '\t\ttype filter hook output priority raw; policy accept;',
@@ -220,13 +240,12 @@ function renderInput(underlay: UnderlayOptions, wgPorts: readonly number[]): str
     '\tchain input {',
     '\t\ttype filter hook input priority filter; policy accept;',
     `\t\tiifname "${CONTAINER_IF_PREFIX}*" goto drop_to_host`,
-    `\t\tiifname "${TENANT_IF_PREFIX}*" ct state established,related accept`,
-    `\t\tiifname "${TENANT_IF_PREFIX}*" goto drop_mesh_to_host`,
+    `\t\tiifname "${TENANT_IF_PREFIX}*" goto mesh_to_host`,
     '\t\tiifname "lo" accept',
-    '\t\tip daddr @tenant_nets goto drop_underlay',
+    // (underlay → tenant addresses: dropped in raw_prerouting, before conntrack)
   ];
   if (underlay.restrictInput) lines.push(underlay.interfaces ? '\t\tiifname @underlay_ifs goto underlay_input' : '\t\tgoto underlay_input');
-  lines.push('\t}');
+  lines.push('\t}', '\tchain mesh_to_host {', '\t\tct state established,related accept', '\t\tgoto drop_mesh_to_host', '\t}');
   if (underlay.restrictInput) {
     lines.push(
       '\tchain underlay_input {',
@@ -252,11 +271,9 @@ function renderForward(): string[] {
     '\t\ttype filter hook forward priority filter; policy accept;',
     `\t\tiifname ${nwc} goto from_container`,
     `\t\tiifname ${nw} goto from_mesh`,
-    '\t\t# from the underlay (or anything else): never into netwall',
+    '\t\t# from the underlay (or anything else): never into netwall (tenant addresses: already dropped in raw_prerouting)',
     `\t\toifname ${nwc} goto drop_underlay`,
     `\t\toifname ${nw} goto drop_underlay`,
-    '\t\tip daddr @tenant_nets goto drop_underlay',
-    '\t\tip saddr @tenant_nets goto drop_underlay',
     '\t}',
     '\tchain from_container {',
     '\t\tmeta nfproto ipv6 goto drop_ipv6',

@@ -55,6 +55,7 @@ export const AUTH_FAILURES = [
   'unknown-exposure', // no such exposure of that tenant on this gateway
   'not-tunnel', // exposure is in mesh mode
   'key-not-listed', // key (with workload/node) not in the exposure's routerClients
+  'wrong-source', // the connection does not come from the mesh address of the grant's workload
   'bad-signature', // challenge not signed by the grant's key (wrong key, replay)
   'busy', // too many handshakes in progress
 ] as const;
@@ -200,6 +201,8 @@ export interface AuthorizeInput {
   lookup: ExposureLookup;
   /** The tenant whose mesh address the connection arrived on, when the listener is bound to one. */
   tenant?: string | undefined;
+  /** The connection's source address: must be the grant's workload's mesh address (undefined: not checked). */
+  source?: string | undefined;
   now?: number;
 }
 
@@ -227,6 +230,9 @@ export function authorizeRouterClient(input: AuthorizeInput): { grant: RouterGra
   }
   const text = authSigningText(input.challenge, input.gateway, m.credential, grant);
   if (!verify(text, m.signature, grant.publicKey)) throw new RouterAuthError('bad-signature', 'challenge not signed by the grant key');
+  if (input.source !== undefined && !comesFromWorkload(exposure, grant, input.source)) {
+    throw new RouterAuthError('wrong-source', `connection from ${input.source}, not from ${grant.workload}@${grant.node}'s address`);
+  }
   return { grant, exposure, credential: m.credential };
 }
 
@@ -238,6 +244,17 @@ export function isListed(exposure: GatewayExposure, grant: RouterGrant): boolean
     exposure.mode === 'tunnel' &&
     exposure.routerClients.some((c) => c.publicKey === grant.publicKey && c.workload === grant.workload && c.node === grant.node)
   );
+}
+
+/**
+ * Does a connection from `source` come from the grant's workload? Its router
+ * client runs in the workload's network namespace and the node's anti-spoofing
+ * pins that namespace to its own address, so a credential copied into another
+ * container (even one listed for the same exposure) is refused.
+ */
+export function comesFromWorkload(exposure: GatewayExposure, grant: RouterGrant, source: string): boolean {
+  const address = source.startsWith('::ffff:') ? source.slice(7) : source;
+  return exposure.targets.some((t) => t.workload === grant.workload && t.node === grant.node && t.address === address);
 }
 
 export function parseResult(raw: unknown): ResultMessage {

@@ -265,6 +265,19 @@ test('node data plane: mesh, policies, isolation, egress, anti-spoofing, drift',
   t.false(await lab.reach(c.web!.ns, 'tcp', c.db!.address, 5432, { bind: '10.1.1.11' }), 'must fail: spoofed source');
   await lab.exec(c.web!.ns, ['ip', 'addr', 'del', '10.1.1.11/32', 'dev', 'eth0']);
 
+  // A forged "reply" from the underlay host never reaches conntrack (dropped in raw_prerouting). Conntrack
+  // matches by addresses and ports, not by interface: dropped only later, in forward, the packet would
+  // already have marked the container flow as replied. The flow web → cache udp 5353 waits for its reply.
+  const flow = ['-p', 'udp', '-s', c.web!.address, '-d', c.cache!.address, '--sport', '40001', '--dport', '5353'];
+  await hosts.n1.runner.run(['conntrack', '-I', ...flow, '-t', '120', '-u', 'UNSET']);
+  const entry = async (): Promise<string> => (await hosts.n1.runner.run(['conntrack', '-L', ...flow], { allowFailure: true })).stdout;
+  t.regex(await entry(), /\[UNREPLIED\]/, 'the flow web → cache udp 5353 waits for its reply');
+  const forgedBefore = (await rec.n1.dropCounters()).underlay ?? 0;
+  await lab.exec(u1, ['nping', '-q', '--udp', '-S', c.cache!.address, '--source-port', '5353', '-p', '40001', '-c', '1', c.web!.address], { allowFailure: true, timeoutMs: 10_000 });
+  await waitForAsync(async () => ((await rec.n1.dropCounters()).underlay ?? 0) > forgedBefore, 3000, 'the forged reply from the underlay is dropped (underlay)');
+  t.regex(await entry(), /\[UNREPLIED\]/, "the forged reply did not touch the flow's conntrack entry");
+  await hosts.n1.runner.run(['conntrack', '-D', ...flow], { allowFailure: true });
+
   const after = { n1: await rec.n1.dropCounters(), n2: await rec.n2.dropCounters() };
   const grew = (n: 'n1' | 'n2', reason: string): boolean => (after[n][reason] ?? 0) > (before[n][reason] ?? 0);
   t.log(`drop counters n1: ${JSON.stringify(after.n1)}\ndrop counters n2: ${JSON.stringify(after.n2)}`);

@@ -22,7 +22,8 @@
  *     gateway's public address opens only its listeners; its router and admin
  *     ports are reachable from neither the internet nor containers.
  *  7. Router credentials: wrong key, forged grant, replay, another workload's
- *     or exposure's credential, another tenant's — all refused, counted by
+ *     or exposure's credential, another tenant's, a genuine credential and key
+ *     copied into another listed container — all refused, counted by
  *     reason, and never routed a public request.
  *  8. Egress: the allowed destination works (masqueraded behind gateway1);
  *     anything else fails, counted on the node and on the gateway.
@@ -486,7 +487,7 @@ labTest('the wall: scans of a tunnel entry point find nothing open; the gateway 
 
 // ------------------------------------------------------------------ 7. router credentials
 
-labTest('router credentials: wrong key, forged grant, replay, another workload’s or tenant’s credential — refused, counted, never routed', async (t) => {
+labTest('router credentials: wrong key, forged grant, replay, another workload’s or tenant’s credential, a credential copied to another container — refused, counted, never routed', async (t) => {
   const ep = c['acme-web']!;
   const gdb = c['globex-db']!;
   const acmeRouter = meshOf.gateway1.acme!;
@@ -550,6 +551,10 @@ labTest('router credentials: wrong key, forged grant, replay, another workload�
   t.deepEqual(otherWorkload.result, { type: 'refused', v: 1, reason: 'bad-signature' }, `(c) acme-web2's credential with acme-web's key: ${JSON.stringify(otherWorkload)}`);
   const otherExposure = await hs({ kind: 'answer', credential: secure2.credential, secretKey: genuine.key });
   t.deepEqual(otherExposure.result, { type: 'refused', v: 1, reason: 'bad-signature' }, `(c) acme/secure's credential with acme-web's key: ${JSON.stringify(otherExposure)}`);
+  // (e) acme-web2's own credential and key, copied into acme-web's namespace (listed for the same
+  // exposure, so the gateway's firewall lets it dial): refused, the dial does not come from acme-web2.
+  const copied = await hs({ kind: 'answer', credential: web2.credential, secretKey: web2.key });
+  t.deepEqual(copied.result, { type: 'refused', v: 1, reason: 'wrong-source' }, `(e) acme-web2's credential and key, dialled from acme-web: ${JSON.stringify(copied)}`);
   // (d) another tenant's genuine credential and key on acme's listener (from acme-web): refused by tenant.
   const otherTenant = await hs({ kind: 'answer', credential: globex.credential, secretKey: globex.key });
   t.deepEqual(otherTenant.result, { type: 'refused', v: 1, reason: 'wrong-tenant' }, `(d) globex credential on acme's listener: ${JSON.stringify(otherTenant)}`);
@@ -584,6 +589,7 @@ labTest('router credentials: wrong key, forged grant, replay, another workload�
   t.true(delta('bad-signature') >= 5, `bad-signature counted for the wrong key, two replays, another workload's and exposure's credential (${delta('bad-signature')})`);
   t.true(delta('bad-grant-signature') >= 3, `bad-grant-signature counted for the forged grant (${delta('bad-grant-signature')})`);
   t.true(delta('wrong-tenant') >= 5, `wrong-tenant counted on both listeners (${delta('wrong-tenant')})`);
+  t.true(delta('wrong-source') >= 1, `wrong-source counted for the copied credential (${delta('wrong-source')})`);
   // The sessions welcomed meanwhile: the honest control (closed at once) and, at most, a genuine client re-dialling.
   const ups = readFileSync(world.logPath('gateway1'), 'utf8').slice(logFrom).split('\n').filter((l) => /router session \d+ up:/.test(l));
   const genuineUp = new RegExp(`up: acme/web acme-web@node1 from ${ep.ip.replace(/\./g, '\\.')}:\\d+$|up: globex/db globex-db@node1 from ${gdb.ip.replace(/\./g, '\\.')}:\\d+$`);

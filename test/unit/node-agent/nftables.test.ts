@@ -73,10 +73,27 @@ test("WireGuard's own UDP is untracked: to the host on its ports, from the host 
   const text = renderFirewall(twoTenants()).text;
   t.regex(text, /set wg_ports \{\n\t\ttype inet_service\n\t\telements = \{ 51821,\n\t\t\t {5}51822 \}/, 'every tenant port, restricted input or not');
   t.regex(text, /chain raw_prerouting \{\n\t\ttype filter hook prerouting priority raw;/);
-  t.deepEqual(chainRules(text, 'raw_prerouting'), ['udp dport @wg_ports fib daddr type local notrack'], 'routed traffic on those ports stays tracked');
+  t.deepEqual(
+    chainRules(text, 'raw_prerouting').slice(0, 2),
+    ['udp dport @wg_ports ip daddr != @tenant_nets fib daddr type local notrack accept', 'meta nfproto ipv6 udp dport @wg_ports fib daddr type local notrack accept'],
+    'routed traffic on those ports stays tracked; the host mesh addresses are no WireGuard endpoint for the underlay',
+  );
   t.regex(text, /chain raw_output \{\n\t\ttype filter hook output priority raw;/);
   t.deepEqual(chainRules(text, 'raw_output'), ['udp sport @wg_ports notrack']);
-  t.is(text.match(/notrack/g)?.length, 2, 'no other notrack anywhere');
+  t.is(text.match(/notrack/g)?.length, 3, 'no other notrack anywhere');
+});
+
+test('tenant addresses arriving off the netwall interfaces are dropped before conntrack, not later in forward or input', (t) => {
+  const text = renderFirewall(twoTenants()).text;
+  t.deepEqual(chainRules(text, 'raw_prerouting').slice(2), [
+    'iifname "nw-*" accept',
+    'iifname "nwc*" accept',
+    'iifname "lo" accept',
+    'ip daddr @tenant_nets goto drop_underlay',
+    'ip saddr @tenant_nets goto drop_underlay',
+  ]);
+  // Not tested twice: the hot paths (forward from meshes and containers, input of WireGuard's UDP) skip it.
+  for (const chain of ['forward', 'input']) t.false(chainRules(text, chain).some((r) => r.includes('@tenant_nets')), chain);
 });
 
 test('restricted underlay: WireGuard accepted by port, errors about its packets before the invalid drop, the rest in order', (t) => {

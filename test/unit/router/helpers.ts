@@ -48,7 +48,7 @@ export function exposureOf(tenant: string, name: string, entries: Entry[], mode:
     publicPort: null,
     tls: null,
     proxyProtocol: false,
-    targets: entries.map((e) => ({ workload: e.grant.workload, node: e.grant.node, address: '10.0.0.1', port: 8080 })),
+    targets: entries.map((e) => ({ workload: e.grant.workload, node: e.grant.node, address: '127.0.0.1', port: 8080 })),
     routerClients: entries.map((e) => ({ workload: e.grant.workload, node: e.grant.node, publicKey: e.keys.publicKey })),
   };
 }

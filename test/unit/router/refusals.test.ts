@@ -154,6 +154,25 @@ test('a key not in routerClients, a workload mismatch, and a mesh-mode exposure'
   await expectRefused(t, gw, acme, 'not-tunnel', honest(mesh));
 });
 
+test('a listed credential used from another address than its workload\'s is refused; a live session is revoked when its workload\'s address changes', async (t) => {
+  const { good, acme, gw } = await setup(t);
+  // The same key and grant, but the exposure says web-1 lives at 10.0.0.1 (the dial comes from 127.0.0.1).
+  const moved = { ...acme, targets: acme.targets.map((x) => ({ ...x, address: '10.0.0.1' })) };
+  gw.server.update([moved]);
+  await expectRefused(t, gw, moved, 'wrong-source', honest(good));
+  // Back at its address: a real client gets a session; moving the workload's address revokes it at once.
+  gw.server.update([acme]);
+  const app = await startApp(t, 'A');
+  startClient(t, good, [gw], app.target);
+  await waitFor(() => gw.server.liveCount('acme', 'web') === 1, 5000, 'session');
+  const revoked = gw.server.stats().revoked;
+  gw.server.update([moved]);
+  t.is(gw.server.liveCount('acme', 'web'), 0);
+  t.is(gw.server.stats().revoked, revoked + 1);
+  await waitFor(() => gw.server.stats().authFailures['wrong-source'] >= 2, 5000, 'the re-dial refused too');
+  await t.throwsAsync(gw.server.open(moved, CLIENT), { instanceOf: RouterUnavailableError });
+});
+
 test('malformed, oversized and silent handshakes', async (t) => {
   const { good, acme, gw } = await setup(t);
   await expectRefused(t, gw, acme, 'malformed', () => ({ type: 'auth', v: 1 }));
