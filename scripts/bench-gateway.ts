@@ -192,14 +192,20 @@ class Child {
 
 // ---------------------------------------------------------------- CPU accounting
 
-/** utime + stime of a process, in clock ticks (USER_HZ 100 on Linux). */
-function cpuTicks(pid: number): number {
+/** CPU time of processes in clock ticks (USER_HZ 100 on Linux): user space and kernel apart. */
+interface Ticks {
+  user: number;
+  sys: number;
+}
+
+/** utime and stime of a process. */
+function cpuTicks(pid: number): Ticks {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(f[11]) + Number(f[12]);
+    return { user: Number(f[11]), sys: Number(f[12]) };
   } catch {
-    return 0;
+    return { user: 0, sys: 0 };
   }
 }
 
@@ -219,7 +225,8 @@ function withChildren(pid: number): number[] {
   return out;
 }
 
-const ticksOf = (pids: number[]): number => pids.reduce((a, p) => a + cpuTicks(p), 0);
+const ticksOf = (pids: number[]): Ticks =>
+  pids.map(cpuTicks).reduce((a, t) => ({ user: a.user + t.user, sys: a.sys + t.sys }), { user: 0, sys: 0 });
 
 // ---------------------------------------------------------------- nginx
 
@@ -462,7 +469,7 @@ async function main(): Promise<void> {
     // ---- warm-up (JIT, connection pools), then the measured rounds
     for (const m of MODES) await wrk(m, CONNECTIONS, WARMUP_SECONDS);
     progress('warm-up done');
-    const runs: Record<Mode, (WrkResult & { cpuUs: number; appCpuUs: number })[]> = { direct: [], nginx: [], mesh: [], tunnel: [] };
+    const runs: Record<Mode, (WrkResult & { cpuUs: number; userUs: number; appCpuUs: number })[]> = { direct: [], nginx: [], mesh: [], tunnel: [] };
     const low: Record<Mode, WrkResult[]> = { direct: [], nginx: [], mesh: [], tunnel: [] };
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? MODES : [...MODES].reverse();
@@ -472,7 +479,14 @@ async function main(): Promise<void> {
         const a0 = ticksOf(appPids);
         const r = await wrk(m, CONNECTIONS, SECONDS);
         const perReq = (ticks: number): number => (r.requests > 0 ? (ticks * 10_000) / r.requests : NaN); // 1 tick = 10 ms
-        runs[m].push({ ...r, cpuUs: perReq(ticksOf(pids) - t0), appCpuUs: perReq(ticksOf(appPids) - a0) });
+        const t1 = ticksOf(pids);
+        const a1 = ticksOf(appPids);
+        runs[m].push({
+          ...r,
+          cpuUs: perReq(t1.user + t1.sys - t0.user - t0.sys),
+          userUs: perReq(t1.user - t0.user),
+          appCpuUs: perReq(a1.user + a1.sys - a0.user - a0.sys),
+        });
         low[m].push(await wrk(m, 1, LOW_SECONDS));
         progress(`round ${round + 1} ${m}: ${Math.round(r.rps)} req/s`);
       }
@@ -548,11 +562,11 @@ async function main(): Promise<void> {
     out(`topology: client ${CLIENT_ADDR} —veth— gw ${GW_PUBLIC} | ${GW_MESH} —veth— app ${APP_ADDR}; app = nginx (1 worker, return 200, ${APP_BODY.length}-byte body); reference proxy = nginx (1 worker, upstream keepalive)`);
     out(`load: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s keep-alive, ${ROUNDS} rounds (d n m t, then t m n d) after a ${WARMUP_SECONDS} s warm-up each; unloaded latency: wrk -c1 -d${LOW_SECONDS}s after each run`);
     out('');
-    out(`${pad('mode', 8)} ${padL('req/s', 8)} ${padL('(runs)', 16)} ${padL('p50', 9)} ${padL('p99', 9)} ${padL('c1 p50', 9)} ${padL('c1 p99', 9)} ${padL('errors', 6)} ${padL('proxy CPU/req', 13)} ${padL('app CPU/req', 11)}`);
+    out(`${pad('mode', 8)} ${padL('req/s', 8)} ${padL('(runs)', 16)} ${padL('p50', 9)} ${padL('p99', 9)} ${padL('c1 p50', 9)} ${padL('c1 p99', 9)} ${padL('errors', 6)} ${padL('proxy CPU/req (user)', 22)} ${padL('app CPU/req', 11)}`);
     for (const m of MODES) {
-      const cpu = m === 'direct' ? '—' : `${f1(mean(runs[m].map((r) => r.cpuUs)))} µs`;
+      const cpu = m === 'direct' ? '—' : `${f1(mean(runs[m].map((r) => r.cpuUs)))} µs (${f1(mean(runs[m].map((r) => r.userUs)))})`;
       out(
-        `${pad(m, 8)} ${padL(String(Math.round(rps(m))), 8)} ${padL(`(${runs[m].map((r) => Math.round(r.rps)).join(', ')})`, 16)} ${padL(ms(p50(m)), 9)} ${padL(ms(p99(m)), 9)} ${padL(ms(lowP50(m)), 9)} ${padL(ms(lowP99(m)), 9)} ${padL(String(errs(m)), 6)} ${padL(cpu, 13)} ${padL(`${f1(mean(runs[m].map((r) => r.appCpuUs)))} µs`, 11)}`,
+        `${pad(m, 8)} ${padL(String(Math.round(rps(m))), 8)} ${padL(`(${runs[m].map((r) => Math.round(r.rps)).join(', ')})`, 16)} ${padL(ms(p50(m)), 9)} ${padL(ms(p99(m)), 9)} ${padL(ms(lowP50(m)), 9)} ${padL(ms(lowP99(m)), 9)} ${padL(String(errs(m)), 6)} ${padL(cpu, 22)} ${padL(`${f1(mean(runs[m].map((r) => r.appCpuUs)))} µs`, 11)}`,
       );
     }
     out('');

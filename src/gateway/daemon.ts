@@ -8,13 +8,14 @@
  * WireGuard keys it generated and reports status, drop counters and its
  * router sessions; a loopback-only admin endpoint serves health and metrics.
  */
+import type { FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { Reconciler } from '../shared/dataplane/reconcile.js';
 import { ensureTenantKey, type WireguardMode } from '../shared/dataplane/wireguard.js';
 import { emptyDocument, type DesiredState, type GatewayExposure } from '../shared/desired.js';
 import { HostClient } from '../shared/host-client.js';
 import { HostReporter } from '../shared/host-report.js';
-import { settleTenantKeys } from '../shared/dataplane/key-rotation.js';
+import { settleTenantKeys, watchNextKeys } from '../shared/dataplane/key-rotation.js';
 import { ensureStateDir, loadIdentity } from '../shared/host-state.js';
 import { ExecaRunner, type ChangeLogger } from '../shared/runner.js';
 import { DesiredStateWatcher } from '../shared/watch.js';
@@ -60,6 +61,7 @@ export class GatewayDaemon {
   private pub?: PublicGateway;
   private admin?: AdminServer;
   private timer?: NodeJS.Timeout;
+  private keyWatch?: FSWatcher;
   private publicStarted = false;
   /** tenant → this gateway's mesh address (router listener and mesh source). */
   private meshAddress = new Map<string, string>();
@@ -113,8 +115,15 @@ export class GatewayDaemon {
     if (this.o.admin) this.admin = await startAdminServer({ ...this.o.admin, status: () => this.status(), metrics: () => this.metricsText() });
     void this.watcher.run();
     this.timer = setInterval(() => this.schedule(), this.o.intervalSeconds * 1000);
+    this.watchNextKeys();
     const ports = this.pub.addresses();
     log(`[netwall] gateway ${id.name} running (state ${this.o.stateDir}; http ${ports.http ?? 'off'}, https ${ports.https ?? 'off'}${this.admin ? `; admin ${this.admin.url}` : ''})`);
+  }
+
+  /** `netwall-gateway rotate-key` wrote a next key: reconcile (register it) now, not at the next interval. */
+  private watchNextKeys(): void {
+    this.keyWatch = watchNextKeys(this.o.stateDir, () => this.schedule()) ?? undefined;
+    if (!this.keyWatch) this.o.log(`[netwall] cannot watch ${this.o.stateDir}: rotate-key's next keys are picked up every ${this.o.intervalSeconds} s`);
   }
 
   private schedule(): void {
@@ -191,6 +200,7 @@ export class GatewayDaemon {
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.keyWatch?.close();
     this.watcher?.stop();
     await this.admin?.close();
     await this.pub?.stop();

@@ -20,7 +20,7 @@ const USAGE = `usage: netwall-gateway <command> [flags]
           [--admin IP:PORT|off] [--admin-allow-tcp PORT,...] [--interval SECONDS] [--wireguard auto|kernel|userspace]
   plan    [the run flags] print what a reconcile of the cached document would change (nothing is changed)
   rotate-key --tenant T [--wait SECONDS]  new WireGuard key for the tenant's interface: the running gateway
-          registers it at its next tick (--interval) and uses it once the coordinator distributed it
+          registers it at once and uses it once the coordinator distributed it
 common: --state-dir DIR (default /var/lib/netwall/gateway; env NETWALL_STATE_DIR)
 defaults: --listen 0.0.0.0, --http-port 80, --https-port 443, --admin 127.0.0.1:7401 (health and metrics;
   never bind it to a public address), --admin-allow-tcp 22 (ports open from outside besides the listeners)
@@ -117,12 +117,12 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'rotate-key':
-      // No control socket to notify: the daemon's periodic reconcile (every --interval) registers the key.
+      // No control socket to notify: the running daemon watches its state directory for the next key.
       await rotateKey({
         stateDir,
         tenant: required(v.tenant, '--tenant'),
         daemon: 'the gateway',
-        nextTick: 'at its next tick (netwall-gateway run --interval, 10 s by default) or when it starts',
+        nextTick: 'at once (it watches its state directory), at its next tick, or when it starts',
         waitSeconds: v.wait === undefined ? 0 : parseSeconds(v.wait, '--wait', 1, 3600),
       });
       return;

@@ -24,7 +24,7 @@
  * The current key is never registered again while a next key waits: a stale
  * document (naming the current key) only makes us register the next one.
  */
-import { existsSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { generateWireguardKeyPair } from '../crypto.js';
 import type { DesiredState } from '../desired.js';
@@ -87,6 +87,26 @@ export function writeNextKey(dir: string, tenant: string): { publicKey: string; 
   const file = nextKeyFile(dir, tenant);
   writeFileAtomic(file, `${pair.privateKey}\n`, 0o600);
   return { publicKey: pair.publicKey, file };
+}
+
+const NEXT_KEY_NAME = /^wg-(.+)\.next\.key$/;
+
+/**
+ * Call `onNextKey(tenant)` when a next key appears in `dir` (a `rotate-key`
+ * run), for a daemon with no control socket to be told through. Null when the
+ * directory cannot be watched (the caller falls back to its interval).
+ */
+export function watchNextKeys(dir: string, onNextKey: (tenant: string) => void): FSWatcher | null {
+  try {
+    const w = watch(dir, (_event, name) => {
+      const m = typeof name === 'string' ? NEXT_KEY_NAME.exec(name) : null;
+      if (m) onNextKey(m[1]!);
+    });
+    w.on('error', () => w.close());
+    return w;
+  } catch {
+    return null;
+  }
 }
 
 /** The next key replaces the current one: written atomically, then the next file is removed if it still holds what we promoted. */

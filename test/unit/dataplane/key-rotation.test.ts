@@ -5,7 +5,7 @@
  * `netwall-agent rotate-key` against an agent socket in a temp directory.
  */
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -15,6 +15,7 @@ import {
   pendingNextKey,
   promoteNextKey,
   settleTenantKeys,
+  watchNextKeys,
   writeNextKey,
   type KeyState,
 } from '../../../src/shared/dataplane/key-rotation.js';
@@ -287,4 +288,23 @@ test('rotate-key without a way to notify (the gateway): says when the daemon pic
     'the gateway registers the key at its next tick',
     `tenant globex: switched to ${r.publicKey}`,
   ]);
+});
+
+test('watchNextKeys: a rotate-key run (the next key written) is seen at once; other files are not', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nw-watch-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  ensureTenantKey(dir, 'acme');
+  const seen: string[] = [];
+  const w = watchNextKeys(dir, (tenant) => seen.push(tenant));
+  t.truthy(w);
+  t.teardown(() => w?.close());
+  ensureTenantKey(dir, 'globex'); // a current key, the cache, the firewall memory: not a rotation
+  writeFileSync(join(dir, 'desired.json'), '{}');
+  await new Promise((r) => setTimeout(r, 300));
+  t.deepEqual(seen, []);
+  const t0 = performance.now();
+  writeNextKey(dir, 'acme');
+  while (seen.length === 0 && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 10));
+  t.true(seen.length > 0 && seen.every((x) => x === 'acme'), `seen: ${JSON.stringify(seen)}`);
+  t.is(watchNextKeys(join(dir, 'missing'), () => {}), null, 'an absent directory: null (the caller falls back to its interval)');
 });
