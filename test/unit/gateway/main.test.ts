@@ -55,7 +55,7 @@ test('rotate-key for a tenant this gateway does not serve: exit 1, one line, no 
   t.deepEqual(readdirSync(dir), []);
 });
 
-test('rotate-key writes the next key and says the gateway picks it up at its next tick (no control socket)', (t) => {
+test('rotate-key writes the next key and says the running gateway picks it up at once (it watches its state directory; no control socket)', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nwt-gw-rotate-'));
   const current = ensureTenantKey(dir, 'globex').publicKey;
   const r = gateway('rotate-key', '--state-dir', dir, '--tenant', 'globex');
@@ -64,7 +64,7 @@ test('rotate-key writes the next key and says the gateway picks it up at its nex
   t.regex(next ?? '', /^[A-Za-z0-9+/]{43}=$/);
   t.is(pendingNextKey(dir, 'globex'), next ?? null);
   t.is(ensureTenantKey(dir, 'globex').publicKey, current, 'the current key stays until the coordinator distributes the next');
-  t.regex(r.stdout, /the gateway registers the key at its next tick/);
+  t.regex(r.stdout, /the gateway registers the key at once \(it watches its state directory\)/);
 });
 
 test('run with a state directory that holds no identity: exit 1, one line', (t) => {
