@@ -41,13 +41,10 @@ import {
   WireguardLinks,
   applyWireguardChange,
   desiredWireguard,
-  confirmHandshakes,
-  kickArgv,
-  kickTargets,
+  handshakeKicks,
   observeWireguard,
   planWireguard,
   publicKeyOfFile,
-  type HandshakeConfirm,
   type ObservedInterface,
   type TenantKey,
   type WireguardChange,
@@ -239,8 +236,6 @@ export interface ReconcileDeps {
   now?: () => number;
   /** After the apply, start handshakes with new peers and, after a key change, with every peer (`handshakeKicks`). */
   kickHandshakes?: boolean;
-  /** Then wait for those handshakes and re-create a peer that has none (`confirmHandshakes`; default on, timing for tests, false: off). */
-  confirmHandshakes?: boolean | HandshakeConfirm;
 }
 
 export interface ReconcileResult {
@@ -297,22 +292,12 @@ export async function reconcile(desired: DesiredState, deps: ReconcileDeps): Pro
   });
   if (deps.kickHandshakes && changes.some((c) => c.kind === 'peer-set' || c.kind === 'wg-config')) {
     const wgChanges = changes.filter((c): c is WireguardChange => c.kind === 'peer-set' || c.kind === 'wg-config');
-    const targets = kickTargets(wgChanges, desiredWireguard(desired, keyFor), observed.wireguard);
-    const since = Math.floor(Date.now() / 1000);
-    for (const argv of targets.map((t) => kickArgv(t.iface, t.peers))) {
+    for (const argv of handshakeKicks(wgChanges, desiredWireguard(desired, keyFor), observed.wireguard)) {
       deps.log(`[#] ${argv.join(' ')}`);
       try {
         await deps.runner.run(argv);
       } catch (err) {
         errors.push(`handshake kick ${argv[2]}: ${err instanceof Error ? err.message : String(err)}`);
-      }
-    }
-    if (targets.length > 0 && deps.confirmHandshakes !== false) {
-      const before = new Map(observed.wireguard.flatMap((o) => (o.wg?.peers ?? []).map((p) => [`${o.iface} ${p.publicKey}`, p.latestHandshake] as const)));
-      try {
-        await confirmHandshakes(deps.runner, deps.log, targets, before, since, deps.confirmHandshakes === undefined || deps.confirmHandshakes === true ? {} : deps.confirmHandshakes);
-      } catch (err) {
-        errors.push(`handshake confirm: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
   }
@@ -343,8 +328,6 @@ export interface ReconcilerOptions {
   now?: () => number;
   /** See ReconcileDeps.kickHandshakes (the daemons set it; default off). */
   kickHandshakes?: boolean;
-  /** See ReconcileDeps.confirmHandshakes. */
-  confirmHandshakes?: boolean | HandshakeConfirm;
 }
 
 /**
@@ -386,7 +369,6 @@ export class Reconciler {
       firewallMemory: this.firewallMemory,
       ...(this.options.now ? { now: this.options.now } : {}),
       ...(this.options.kickHandshakes ? { kickHandshakes: true } : {}),
-      ...(this.options.confirmHandshakes !== undefined ? { confirmHandshakes: this.options.confirmHandshakes } : {}),
     };
   }
 

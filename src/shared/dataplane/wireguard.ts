@@ -373,116 +373,28 @@ export function peerCommand(change: Extract<WireguardChange, { kind: 'peer-set' 
  * roamed-to) can be dialled.
  */
 export function handshakeKicks(changes: readonly WireguardChange[], desired: readonly DesiredInterface[], observed: readonly ObservedInterface[]): string[][] {
-  return kickTargets(changes, desired, observed).map((t) => kickArgv(t.iface, t.peers));
-}
-
-/** A peer to kick, with the endpoint it can be dialled at (desired, or the one it roamed to). */
-export interface KickPeer extends DesiredPeer {
-  dial: string;
-}
-
-/** The peers `handshakeKicks` kicks, per interface (pure). */
-export function kickTargets(changes: readonly WireguardChange[], desired: readonly DesiredInterface[], observed: readonly ObservedInterface[]): { iface: string; peers: KickPeer[] }[] {
   const rotated = new Set<string>();
   const added = new Set<string>();
   for (const c of changes) {
     if (c.kind === 'wg-config' && c.old !== null && c.old.publicKey !== null && c.old.publicKey !== c.new.publicKey) rotated.add(c.iface);
     if (c.kind === 'peer-set' && c.op === 'add') added.add(`${c.iface} ${c.new.publicKey}`);
   }
-  const out: { iface: string; peers: KickPeer[] }[] = [];
+  const out: string[][] = [];
   for (const d of desired) {
     const seen = new Map((observed.find((o) => o.iface === d.iface)?.wg?.peers ?? []).map((p) => [p.publicKey, p]));
-    const peers: KickPeer[] = [];
-    for (const p of d.peers) {
-      if (!rotated.has(d.iface) && !added.has(`${d.iface} ${p.publicKey}`)) continue;
-      const dial = p.endpoint ?? seen.get(p.publicKey)?.endpoint ?? null;
-      if (dial !== null) peers.push({ ...p, dial });
+    const peers = d.peers.filter(
+      (p) => (rotated.has(d.iface) || added.has(`${d.iface} ${p.publicKey}`)) && (p.endpoint !== null || seen.get(p.publicKey)?.endpoint),
+    );
+    if (peers.length === 0) continue;
+    const argv = ['wg', 'set', d.iface];
+    for (const p of peers) {
+      // Off → on sends the keepalive; the second clause leaves the desired value.
+      const [first, second] = p.keepalive === null ? ['1', 'off'] : ['off', String(p.keepalive)];
+      argv.push('peer', p.publicKey, 'persistent-keepalive', first, 'peer', p.publicKey, 'persistent-keepalive', second);
     }
-    if (peers.length > 0) out.push({ iface: d.iface, peers });
+    out.push(argv);
   }
   return out;
-}
-
-/** One `wg set` that kicks these peers: keepalive off → on sends a keepalive, the second clause leaves the desired value. */
-export function kickArgv(iface: string, peers: readonly DesiredPeer[]): string[] {
-  const argv = ['wg', 'set', iface];
-  for (const p of peers) {
-    const [first, second] = p.keepalive === null ? ['1', 'off'] : ['off', String(p.keepalive)];
-    argv.push('peer', p.publicKey, 'persistent-keepalive', first, 'peer', p.publicKey, 'persistent-keepalive', second);
-  }
-  return argv;
-}
-
-/**
- * After a kick, watch each kicked peer's handshake; a peer still without one
- * at each of `retryAtMs` (after the kick) is removed, added back and kicked
- * again. WireGuard sends at most one initiation per peer every 5 s: when the
- * kick's initiation reached the other side before it knew the new key (or
- * the other side's reached us before we switched), the next try would wait
- * out those 5 s. A peer added anew has no such history, so its kick goes out
- * at once. `before` is each peer's latest handshake (unix s) observed before
- * the kick; `since` the kick's second. Returns the re-created peers
- * (`iface publicKey`, once per re-creation).
- */
-export async function confirmHandshakes(
-  runner: Runner,
-  log: ChangeLogger,
-  targets: readonly { iface: string; peers: readonly KickPeer[] }[],
-  before: ReadonlyMap<string, number>,
-  since: number,
-  opts: HandshakeConfirm = {},
-): Promise<string[]> {
-  const retryAtMs = opts.retryAtMs ?? [300, 700, 1200];
-  const pollMs = opts.pollMs ?? 50;
-  const pending = new Map(targets.map((t) => [t.iface, new Set(t.peers.map((p) => p.publicKey))]));
-  const t0 = performance.now();
-  const recreated: string[] = [];
-  for (const at of retryAtMs) {
-    for (;;) {
-      await observeHandshakes(runner, pending, before, since);
-      if (pending.size === 0 || performance.now() - t0 >= at) break;
-      await new Promise((r) => setTimeout(r, pollMs));
-    }
-    if (pending.size === 0) break;
-    for (const t of targets) {
-      const keys = pending.get(t.iface);
-      const peers = t.peers.filter((p) => keys?.has(p.publicKey));
-      if (peers.length === 0) continue;
-      for (const p of peers) {
-        for (const argv of [
-          ['wg', 'set', t.iface, 'peer', p.publicKey, 'remove'],
-          ['wg', 'set', t.iface, 'peer', p.publicKey, 'endpoint', p.dial, 'allowed-ips', p.allowedIps.join(',')],
-        ]) {
-          log(`[#] ${argv.join(' ')}`);
-          await runner.run(argv);
-        }
-        recreated.push(`${t.iface} ${p.publicKey}`);
-      }
-      const kick = kickArgv(t.iface, peers);
-      log(`[#] ${kick.join(' ')}`);
-      await runner.run(kick);
-    }
-  }
-  return recreated;
-}
-
-/** Timing of confirmHandshakes: when to re-create a peer still without a handshake, and how often to look (ms). */
-export interface HandshakeConfirm {
-  retryAtMs?: readonly number[];
-  pollMs?: number;
-}
-
-/** Drop from `pending` the peers that handshook after the kick (and interfaces that are gone). */
-async function observeHandshakes(runner: Runner, pending: Map<string, Set<string>>, before: ReadonlyMap<string, number>, since: number): Promise<void> {
-  for (const [iface, keys] of pending) {
-    const dump = await runner.run(['wg', 'show', iface, 'dump'], { allowFailure: true });
-    if (dump.exitCode === 0) {
-      for (const p of parseWgDump(dump.stdout).peers) {
-        if (keys.has(p.publicKey) && p.latestHandshake >= since && p.latestHandshake > (before.get(`${iface} ${p.publicKey}`) ?? 0)) keys.delete(p.publicKey);
-      }
-    }
-    if (dump.exitCode !== 0 || keys.size === 0) pending.delete(iface);
-  }
 }
 
 export function wireguardCommand(change: WireguardChange): string[] | null {
