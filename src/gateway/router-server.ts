@@ -16,6 +16,7 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { ROUTER_PORT, type GatewayExposure, type RouterGrant } from '../shared/desired.js';
 import { NetwallError } from '../shared/errors.js';
+import { unmapIPv4 } from './public/proxy-protocol.js';
 import type { Upstream } from './public/types.js';
 import {
   AUTH_FAILURES,
@@ -322,7 +323,7 @@ export class RouterServer extends EventEmitter implements Upstream {
     socket.on('error', () => {}); // reported through readFrame / the session
     const deadline = Date.now() + this.opts.handshakeTimeoutMs;
     const challenge = newChallenge().toString('base64');
-    const source = this.opts.bindSource ? socket.remoteAddress : undefined;
+    const source = this.opts.bindSource ? unmapIPv4(socket.remoteAddress ?? '') : undefined;
     socket.write(encodeFrame(helloMessage(this.opts.name, Buffer.from(challenge, 'base64'))));
     readFrame(socket, deadline)
       .then((message) => {

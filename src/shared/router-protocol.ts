@@ -201,7 +201,7 @@ export interface AuthorizeInput {
   lookup: ExposureLookup;
   /** The tenant whose mesh address the connection arrived on, when the listener is bound to one. */
   tenant?: string | undefined;
-  /** The connection's source address: must be the grant's workload's mesh address (undefined: not checked). */
+  /** The connection's source address (IPv4, unmapped): must be the grant's workload's mesh address (undefined: not checked). */
   source?: string | undefined;
   now?: number;
 }
@@ -253,8 +253,7 @@ export function isListed(exposure: GatewayExposure, grant: RouterGrant): boolean
  * container (even one listed for the same exposure) is refused.
  */
 export function comesFromWorkload(exposure: GatewayExposure, grant: RouterGrant, source: string): boolean {
-  const address = source.startsWith('::ffff:') ? source.slice(7) : source;
-  return exposure.targets.some((t) => t.workload === grant.workload && t.node === grant.node && t.address === address);
+  return exposure.targets.some((t) => t.workload === grant.workload && t.node === grant.node && t.address === source);
 }
 
 export function parseResult(raw: unknown): ResultMessage {

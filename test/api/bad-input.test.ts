@@ -22,6 +22,7 @@ import {
   type Reply,
   type TestApp,
 } from '../fixtures/harness.js';
+import { mulberry32 } from '../helpers/random.js';
 
 const MiB = 1024 * 1024;
 const STATUS_OF: Record<string, number[]> = {
@@ -623,17 +624,6 @@ for (const gap of FIXED_GAPS) {
 }
 
 // ---------------------------------------------------------------- fuzz
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const deep = (n: number): unknown => (n === 0 ? {} : { a: deep(n - 1) });
 const ATOMS: unknown[] = [

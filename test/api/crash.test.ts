@@ -12,18 +12,7 @@ import { join } from 'node:path';
 import { generateToken } from '../../src/shared/crypto.js';
 import { cidrContains, cidrSize, ipToInt, parseCidr } from '../../src/shared/ipv4.js';
 import { enrollHost, httpCaller, startCoordinator, tempDir, withReadOnly, type Call, type Coordinator } from '../fixtures/harness.js';
-
-/** Small seeded PRNG so a failing run can be replayed with CRASH_SEED. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../helpers/random.js';
 
 interface Ack {
   node: string;

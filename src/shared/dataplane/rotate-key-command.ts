@@ -3,8 +3,9 @@
  * agent, the gateway): start a WireGuard key rotation of one tenant interface
  * (the design is in key-rotation.ts). Writes the next private key beside the
  * current one, asks the running daemon to reconcile at once when the program
- * has a way to (`notify`; otherwise the daemon notices the key at its next
- * tick), and with `--wait` waits until the daemon switched to the new key.
+ * has a socket for it (`notify`: the agent; the gateway instead watches its
+ * state directory, key-rotation.ts `watchNextKeys`), and with `--wait` waits
+ * until the daemon switched to the new key.
  */
 import { NetwallError, ValidationError } from '../errors.js';
 import { NAME_RE } from '../names.js';

@@ -1,15 +1,6 @@
 import test from 'ava';
 import { SortedList } from '../../../src/coordinator/sorted-list.js';
-
-/** A small seeded PRNG (mulberry32): the same operations every run. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as random } from '../../helpers/random.js';
 
 interface Item {
   key: number;

@@ -7,6 +7,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { ChunkedDecoder, chunkLine, HttpParseError, LAST_CHUNK, parseRequestHead, parseResponseHead } from '../../../src/gateway/public/http1.js';
 import type { RequestHead, ResponseHead } from '../../../src/gateway/public/http1.js';
+import { mulberry32 } from '../../helpers/random.js';
 
 /** A head as the gateway hands it over: lines joined by CRLF, the blank line excluded. */
 const head = (...lines: string[]): string => lines.join('\r\n');
@@ -549,17 +550,6 @@ test('chunkLine', (t) => {
 });
 
 // ------------------------------------------------------------ randomized mutations
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Bytes that matter to an HTTP/1 parser, more likely than others in mutations. */
 const INTERESTING = ['\r', '\n', '\r\n', ' ', '\t', ':', ',', ';', '\x00', '\x7f', '\x0b', '\xff', '0', 'f', '-', '+', 'a', '"', 'chunked', 'Content-Length: 5', 'Transfer-Encoding: chunked', 'Host: b'];
