@@ -402,8 +402,15 @@ export function wireguardCommand(change: WireguardChange): string[] | null {
     case 'link-add':
     case 'link-del':
       return null; // WireguardLinks
-    case 'wg-config':
-      return ['wg', 'set', change.iface, 'listen-port', String(change.new.listenPort), 'private-key', change.new.privateKeyFile];
+    case 'wg-config': {
+      // Only what changed: wireguard-go closes and reopens its UDP socket whenever it is given a
+      // listen port, even the same one, and drops whatever arrives meanwhile; during a key rotation
+      // that was the peer's handshake initiation (then a 5 s wait for WireGuard's retry).
+      const argv = ['wg', 'set', change.iface];
+      if (change.old?.listenPort !== change.new.listenPort) argv.push('listen-port', String(change.new.listenPort));
+      if (change.old?.publicKey !== change.new.publicKey) argv.push('private-key', change.new.privateKeyFile);
+      return argv;
+    }
     case 'mtu':
       return ['ip', 'link', 'set', 'dev', change.iface, 'mtu', String(change.new)];
     case 'addr-add':

@@ -113,10 +113,13 @@ test('a changed key or port reconfigures in place; a link wg cannot talk to is r
   const desired = desiredWireguard(twoTenants(), keyFor);
   const observed = desired.map(observedFrom);
   observed[0]!.wg!.listenPort = 1;
-  t.deepEqual(
-    planWireguard(desired, observed).map((c) => c.kind),
-    ['wg-config'],
-  );
+  const portOnly = planWireguard(desired, observed);
+  t.deepEqual(portOnly.map((c) => c.kind), ['wg-config']);
+  t.deepEqual(wireguardCommand(portOnly[0]!), ['wg', 'set', 'nw-acme', 'listen-port', '51821'], 'the port only: the key is as it was');
+  observed[0]!.wg!.listenPort = 51821;
+  observed[0]!.wg!.publicKey = testKey(99);
+  // Never the port when it did not change: wireguard-go reopens its UDP socket for any listen-port, dropping what arrives meanwhile.
+  t.deepEqual(wireguardCommand(planWireguard(desired, observed)[0]!), ['wg', 'set', 'nw-acme', 'private-key', '/state/wg-acme.key'], 'the key only');
   observed[0]!.wg = null;
   t.deepEqual(planWireguard(desired, observed)[0]?.kind, 'link-add');
 });
