@@ -13,6 +13,9 @@
  *   public listener ports (HTTP, HTTPS, the TCP exposures), the WireGuard
  *   ports, the admin TCP ports (ssh by default), icmp; replies; nothing else.
  *   Mesh addresses are never reachable from outside.
+ * - raw (before conntrack; src/shared/dataplane/nft-raw.ts): WireGuard's own
+ *   UDP is not tracked; a packet from outside with a mesh address as source
+ *   or destination is dropped before it can match a mesh flow's entry.
  * - forward: the mesh's egress only — from a tenant's own subnet, on the
  *   tenant's allow list, and only on the tenant's egress gateway — then
  *   masqueraded behind the gateway's address; nothing from outside is ever
@@ -20,8 +23,9 @@
  *   reaches another mesh through the gateway.
  * Every drop goes through `drop_<reason>`: a named counter and a rate-limited log.
  */
-import { NEVER_EGRESS, ROUTER_PORT, TENANT_IF_PREFIX, type DesiredState, type TenantState } from '../shared/desired.js';
+import { CONTAINER_IF_PREFIX, NEVER_EGRESS, ROUTER_PORT, TENANT_IF_PREFIX, type DesiredState, type TenantState } from '../shared/desired.js';
 import { addressElements, egressElements, intervalArgs, tenantIdent } from '../shared/dataplane/nft-elements.js';
+import { rawChains, wireguardErrors } from '../shared/dataplane/nft-raw.js';
 import { dropChain, finishTable, TableText, type RenderedFirewall, type TableRef } from '../shared/dataplane/nft-table.js';
 import type { FirewallSpec } from '../shared/dataplane/reconcile.js';
 import { normalizeCidr, stripPrefix } from '../shared/dataplane/routes.js';
@@ -34,7 +38,7 @@ export const GATEWAY_DROP_REASONS = [
   'invalid', // conntrack state invalid
   'ipv6', // meshes are IPv4-only
   'public', // outside → gateway, not a listener, WireGuard or admin port
-  'inbound', // outside → a mesh address or interface: never forwarded in
+  'inbound', // outside → a mesh interface, or from or to a mesh address (raw_prerouting): never let in
   'mesh_to_host', // mesh → gateway, not a router client to the router port
   'spoof', // mesh packet whose source is not in that tenant's subnet
   'egress', // mesh → outside, not on the tenant's egress allow list here
@@ -100,7 +104,8 @@ export function renderGatewayFirewall(doc: DesiredState, options: GatewayFirewal
   for (const e of doc.exposures) if (e.protocol === 'tcp' && e.publicPort !== null) publicTcp.add(e.publicPort);
   table.set('tenant_nets', 'ipv4_addr', ...intervalArgs(addressElements(tenants.map((t) => t.subnet))));
   table.set('public_tcp', 'inet_service', [...publicTcp].sort((a, b) => a - b).map(String));
-  table.set('wg_ports', 'inet_service', [...new Set(tenants.map((t) => t.listenPort))].sort((a, b) => a - b).map(String));
+  const wgPorts = [...new Set(tenants.map((t) => t.listenPort))].sort((a, b) => a - b);
+  table.set('wg_ports', 'inet_service', wgPorts.map(String));
   table.set('router_clients', 'ifname . ipv4_addr', routerClients(doc, byTenant));
   const egress = tenants.filter((t) => egressHere(doc, t));
   table.set('egress_tenant', 'ifname : verdict', egress.map((t) => `"${t.iface}" : jump eg_${tenantIdent(t.tenant)}`));
@@ -115,30 +120,35 @@ export function renderGatewayFirewall(doc: DesiredState, options: GatewayFirewal
   for (const reason of GATEWAY_DROP_REASONS) table.push(...dropChain(reason));
   table.push(
     ...egressChains,
+    ...rawChains([`${TENANT_IF_PREFIX}*`, `${CONTAINER_IF_PREFIX}*`], 'drop_inbound'),
     '\tchain input {',
     '\t\ttype filter hook input priority filter; policy accept;',
     '\t\tiifname "lo" accept',
-    '\t\tct state established,related accept',
-    '\t\tct state invalid goto drop_invalid',
     `\t\tiifname ${MESH} goto mesh_input`,
-    '\t\tip daddr @tenant_nets goto drop_inbound',
+    // (outside → mesh addresses: dropped in raw_prerouting, before conntrack)
+    '\t\tct state established,related accept',
+    // Untracked (raw_prerouting), so never established: accepted by port, before any other state test.
+    '\t\tudp dport @wg_ports accept',
+    ...wireguardErrors(wgPorts),
+    '\t\tct state invalid goto drop_invalid',
     '\t\tmeta l4proto { icmp, ipv6-icmp } accept',
     '\t\ttcp dport @public_tcp accept',
-    '\t\tudp dport @wg_ports accept',
     '\t\tgoto drop_public',
     '\t}',
     '\tchain mesh_input {',
     '\t\tmeta nfproto ipv6 goto drop_ipv6',
+    '\t\tct state established,related accept',
+    '\t\tct state invalid goto drop_invalid',
     `\t\tiifname . ip saddr @router_clients tcp dport ${ROUTER_PORT} accept comment "router clients"`,
     '\t\tgoto drop_mesh_to_host',
     '\t}',
     '\tchain forward {',
     '\t\ttype filter hook forward priority filter; policy accept;',
-    '\t\t# replies to the egress the mesh opened (nothing from outside can open a flow inwards)',
+    '\t\t# replies to the egress the mesh opened (nothing from outside can open a flow inwards;',
+    '\t\t# packets from or to mesh addresses arriving from outside: dropped in raw_prerouting)',
     '\t\tct state established,related accept',
     `\t\tiifname ${MESH} goto from_mesh`,
     `\t\toifname ${MESH} goto drop_inbound`,
-    '\t\tip daddr @tenant_nets goto drop_inbound',
     '\t}',
     '\tchain from_mesh {',
     '\t\tmeta nfproto ipv6 goto drop_ipv6',

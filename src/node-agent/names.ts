@@ -1,4 +1,7 @@
 import { sha256hex } from '../shared/crypto.js';
+import { CONTAINER_IF_PREFIX } from '../shared/desired.js';
+
+export { CONTAINER_IF_PREFIX };
 
 /**
  * Host-side name of a workload's veth: `nwc` + 11 hex chars of a hash of
@@ -6,10 +9,8 @@ import { sha256hex } from '../shared/crypto.js';
  * and matched by the nftables wildcard `nwc*`.
  */
 export function containerInterfaceName(tenant: string, workload: string): string {
-  return `nwc${sha256hex(`${tenant}/${workload}`).slice(0, 11)}`;
+  return `${CONTAINER_IF_PREFIX}${sha256hex(`${tenant}/${workload}`).slice(0, 11)}`;
 }
 
-/** All netwall container veths start with this; the firewall matches `nwc*`. */
-export const CONTAINER_IF_PREFIX = 'nwc';
 /** The link-local next hop every container routes through (answered by the host veth). */
 export const CONTAINER_GATEWAY = '169.254.1.1';

@@ -28,6 +28,7 @@
  */
 import { TENANT_IF_PREFIX, type AllowRule, type DesiredState, type TenantState } from '../shared/desired.js';
 import { addrElement, addressElements, egressElements, intervalArgs, protoMatches, tenantIdent } from '../shared/dataplane/nft-elements.js';
+import { rawChains, wireguardErrors } from '../shared/dataplane/nft-raw.js';
 import { dropChain, finishTable, quote, sha, TableText, type RenderedFirewall, type TableRef } from '../shared/dataplane/nft-table.js';
 import type { FirewallSpec } from '../shared/dataplane/reconcile.js';
 import { normalizeCidr, stripPrefix } from '../shared/dataplane/routes.js';
@@ -173,68 +174,6 @@ function renderTenant(t: TenantState, table: TableText, chains: string[]): void 
   );
 }
 
-/**
- * The raw hooks run before conntrack.
- *
- * WireGuard's outer packets skip conntrack: UDP to one of this host's
- * WireGuard ports and addressed to the host itself (`fib daddr type local`:
- * traffic routed through the host on those ports stays tracked), and UDP the
- * host sends from one. The rest of the table never sees them as anything
- * but `untracked`: the input chain accepts them only on the WireGuard ports
- * (`underlay_input`), containers and meshes reaching the host are dropped by
- * interface before any state is looked at, and nothing forwards them.
- *
- * Packets from or to a tenant address that arrive anywhere but a netwall
- * interface (or loopback) are dropped here, before conntrack sees them.
- * Conntrack matches by addresses and ports only, not by interface: later, in
- * `forward`, such a packet would already have been matched to a container
- * flow's entry, so a forged packet from the underlay could mark a flow as
- * replied or move its TCP state (a blind reset) even though the packet itself
- * is then dropped.
- */
-function renderRaw(): string[] {
-  return [
-    '\tchain raw_prerouting {',
-    '\t\ttype filter hook prerouting priority raw; policy accept;',
-    // Accepted (in this hook only) so WireGuard's packets skip the tests below; never when addressed
-    // to a tenant address (the host's mesh address is local too), which the underlay must not reach.
-    '\t\tudp dport @wg_ports ip daddr != @tenant_nets fib daddr type local notrack accept',
-    '\t\tmeta nfproto ipv6 udp dport @wg_ports fib daddr type local notrack accept',
-    `\t\tiifname "${TENANT_IF_PREFIX}*" accept`,
-    `\t\tiifname "${CONTAINER_IF_PREFIX}*" accept`,
-    '\t\tiifname "lo" accept',
-    '\t\tip daddr @tenant_nets goto drop_underlay',
-    '\t\tip saddr @tenant_nets goto drop_underlay',
-    '\t}',
-    '\tchain raw_output {',
-    '\t\ttype filter hook output priority raw; policy accept;',
-    '\t\tudp sport @wg_ports notrack',
-    '\t}',
-  ];
-}
-
-/**
- * ICMP errors quoting a UDP packet this host sent from a WireGuard port (path
- * MTU: fragmentation needed / packet too big; unreachable; time exceeded;
- * parameter problem). Those packets are untracked, so conntrack no longer
- * finds the errors `related` and calls them `invalid`: without these rules a
- * restricted underlay would drop them, and path MTU discovery with them. The
- * quoted header is read by offset: an IPv4 header without options (version 4,
- * length 5 words — what the host sends) or an IPv6 header directly followed
- * by UDP, then the quoted UDP source port. Redirects and source quench, which
- * `related` used to let in too, are left to the invalid drop: WireGuard needs
- * neither (Linux ignores source quench).
- */
-function wireguardErrors(wgPorts: readonly number[]): string[] {
-  if (wgPorts.length === 0) return [];
-  const ports = `{ ${wgPorts.join(', ')} }`;
-  const comment = 'comment "errors about our WireGuard packets"';
-  return [
-    `\t\ticmp type { destination-unreachable, time-exceeded, parameter-problem } @th,64,8 0x45 @th,136,8 17 @th,224,16 ${ports} accept ${comment}`,
-    `\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } @th,112,8 17 @th,384,16 ${ports} accept ${comment}`,
-  ];
-}
-
 function renderInput(underlay: UnderlayOptions, wgPorts: readonly number[]): string[] {
   const lines = [
     '\tchain input {',
@@ -329,7 +268,7 @@ export function renderFirewall(doc: DesiredState, options: FirewallOptions = {})
   const tenantChains: string[] = [];
   for (const t of tenants) renderTenant(t, table, tenantChains);
   for (const reason of DROP_REASONS) table.push(...dropChain(reason));
-  table.push(...tenantChains, ...renderRaw(), ...renderForward(), ...renderInput(underlay, wgPorts));
+  table.push(...tenantChains, ...rawChains([`${TENANT_IF_PREFIX}*`, `${CONTAINER_IF_PREFIX}*`], 'drop_underlay'), ...renderForward(), ...renderInput(underlay, wgPorts));
 
   return finishTable(NODE_TABLE, table);
 }

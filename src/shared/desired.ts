@@ -229,6 +229,8 @@ export interface SignedDocument {
 
 /** All netwall WireGuard interfaces start with this; firewalls match `nw-*`. */
 export const TENANT_IF_PREFIX = 'nw-';
+/** All netwall container veths (host side) start with this; firewalls match `nwc*` (a gateway's too: a host may run both). */
+export const CONTAINER_IF_PREFIX = 'nwc';
 
 /** Deterministic WireGuard interface name for a tenant: `nw-` + up to 12 characters. */
 export function tenantInterfaceName(tenant: string, tenantId: number): string {

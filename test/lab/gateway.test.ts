@@ -83,7 +83,7 @@ import { tearDownWorld } from './helpers/teardown.js';
 const P = process.pid;
 const INTERVAL = 2;
 const skip =
-  labUnavailable(['ip', 'nft', 'wg', 'wireguard-go', 'nsenter', 'unshare', 'socat', 'ping', 'curl', 'nmap', 'openssl']) ??
+  labUnavailable(['ip', 'nft', 'wg', 'wireguard-go', 'nsenter', 'unshare', 'socat', 'ping', 'curl', 'nmap', 'openssl', 'conntrack', 'nping']) ??
   (spawnSync('podman', ['--version']).status === 0 && spawnSync('runc', ['--version']).status === 0 ? null : 'podman/runc not installed (scripts/install-deps)');
 const labTest = skip ? test.skip : test.serial;
 if (skip) console.log(`SKIP test/lab/gateway.test.ts: ${skip}`);
@@ -640,6 +640,31 @@ labTest('egress: acme-web reaches the allowed destination through gateway1 (masq
   ]);
   const gwAfter = (await nftCounters(world, 'gateway1', 'netwall_gw')).d_egress ?? 0;
   t.true(gwAfter > gwBefore, `gateway1 dropped and counted the denied egress that reached it (d_egress ${gwBefore} → ${gwAfter})`);
+});
+
+labTest("before conntrack: a forged packet from the internet naming a mesh flow is dropped (inbound) and leaves the flow's entry alone; WireGuard's own UDP is not tracked", async (t) => {
+  // Conntrack matches by addresses and ports, not by interface, and gateway1's forward chain accepts
+  // established flows first: without the raw_prerouting guard this forged "reply" from the internet
+  // would mark the flow replied and be forwarded into the mesh as part of it.
+  const ep = c['acme-web']!;
+  const flow = ['-p', 'udp', '-s', ep.ip, '-d', INTERNET_WEB, '--sport', '40001', '--dport', '53'];
+  await world.exec('gateway1', ['conntrack', '-I', ...flow, '-t', '120', '-u', 'UNSET']);
+  const entry = async (): Promise<string> => (await world.exec('gateway1', ['conntrack', '-L', ...flow], { allowFailure: true })).stdout;
+  try {
+    t.regex(await entry(), /\[UNREPLIED\]/, 'control: the flow acme-web → 203.0.113.10 udp 53 waits for its reply');
+    const before = (await nftCounters(world, 'gateway1', 'netwall_gw')).d_inbound ?? 0;
+    await withRoute(world.ns('internet'), `${ep.ip}/32`, PUBLIC.gateway1, () =>
+      run(['nsenter', `--net=${internet()}`, 'nping', '-q', '--udp', '-S', INTERNET_WEB, '--source-port', '53', '-p', '40001', '-c', '1', ep.ip], { allowFailure: true, timeoutMs: 10_000 }),
+    );
+    await waitUntil(async () => ((await nftCounters(world, 'gateway1', 'netwall_gw')).d_inbound ?? 0) > before, 3000, 'the forged reply to be dropped and counted (d_inbound)', 100);
+    t.regex(await entry(), /\[UNREPLIED\]/, "the forged reply did not touch the flow's conntrack entry");
+  } finally {
+    await world.exec('gateway1', ['conntrack', '-D', ...flow], { allowFailure: true });
+  }
+  const ports = (await world.exec('gateway1', ['wg', 'show', 'all', 'listen-port'])).stdout.trim().split('\n').map((l) => l.split(/\s+/)[1]);
+  t.true(ports.length > 0, 'control: gateway1 has WireGuard interfaces');
+  const tracked = (await world.exec('gateway1', ['conntrack', '-L', '-p', 'udp'], { allowFailure: true })).stdout;
+  t.false(new RegExp(`port=(${ports.join('|')})\\b`).test(tracked), `gateway1: no conntrack entry for WireGuard's UDP (ports ${ports.join(', ')})\n${tracked}`);
 });
 
 // ------------------------------------------------------------------ 9. an entry point stops
