@@ -31,12 +31,12 @@ function world(nodes: number): TenantModel[] {
     const base = ipToInt('10.0.0.0') + t * 2 ** 16 * 2; // a /15 per tenant: 512 slices of /24
     const members: MemberModel[] = [];
     for (let g = 0; g < 2; g++) {
-      members.push({ host: { name: `gw${g}`, kind: 'gateway', endpointHost: `198.51.100.${g + 1}` }, slice: `${intToIp(base + g + 1)}/32`, address: intToIp(base + g + 1), listenPort: 51820 + t, publicKey: key(g + 7) });
+      members.push({ host: { name: `gw${g}`, kind: 'gateway', endpointHost: `198.51.100.${g + 1}` }, slice: `${intToIp(base + g + 1)}/32`, address: intToIp(base + g + 1), listenPort: 51820 + t, publicKey: key(g + 7), nextPublicKey: null });
     }
     const workloads = [];
     for (let n = 0; n < nodes; n++) {
       const sliceBase = base + (n + 1) * 256;
-      members.push({ host: { name: `n${n}`, kind: 'node', endpointHost: intToIp(ipToInt('172.16.0.0') + n) }, slice: `${intToIp(sliceBase)}/24`, address: intToIp(sliceBase + 1), listenPort: 51820 + t, publicKey: key(n) });
+      members.push({ host: { name: `n${n}`, kind: 'node', endpointHost: intToIp(ipToInt('172.16.0.0') + n) }, slice: `${intToIp(sliceBase)}/24`, address: intToIp(sliceBase + 1), listenPort: 51820 + t, publicKey: key(n), nextPublicKey: null });
       for (let i = 0; i < PER_NODE / TENANTS; i++) {
         workloads.push({ name: `t${t}-n${n}-w${i}`, node: `n${n}`, address: intToIp(sliceBase + 2 + i), labels: { app: APPS[i % APPS.length]! } });
       }

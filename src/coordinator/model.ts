@@ -45,7 +45,10 @@ export interface MemberModel {
   slice: string;
   address: string;
   listenPort: number;
+  /** The key the tenant's members have for this host. */
   publicKey: string | null;
+  /** During a key rotation: the key this host switches to (in its own document only, until it confirms). */
+  nextPublicKey: string | null;
 }
 
 export interface WorkloadModel {

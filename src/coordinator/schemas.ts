@@ -104,6 +104,8 @@ export const bodies = {
     ['from', 'to', 'protocol'],
   ),
   registerKey: obj({ publicKey: { type: 'string', pattern: KEY_PATTERN } }, ['publicKey']),
+  // inUse false: a rotation's next key (the host switches once its document names it); true or absent: the key the host uses.
+  registerWireguardKey: obj({ publicKey: { type: 'string', pattern: KEY_PATTERN }, inUse: { type: 'boolean' } }, ['publicKey']),
   status: obj(
     {
       appliedVersion: { type: 'integer', minimum: 0 },

@@ -365,18 +365,43 @@ export class Store {
     ).all(hostId) as { tenant: string; slice: string; address: string; listenPort: number; publicKey: string | null }[];
   }
 
-  registerKey(host: HostRow, tenant: string, publicKey: string): Promise<void> {
+  /**
+   * A host registers the WireGuard key of its tenant interface. Rotation goes in two steps, so that
+   * the two ends of a tunnel never start a handshake at the same moment (two crossing initiations
+   * leave each side waiting for the other's data: WireGuard's 5 s retry):
+   *  1. `inUse` false: the key is held as the host's next key — its own document names it, its
+   *     peers' do not; the host switches to it (its handshake to the peers fails, and WireGuard
+   *     then starts no other one for 5 s);
+   *  2. `inUse` true, once the host uses it: every member gets it, and the peers' handshakes to
+   *     the host — the only ones in flight — complete.
+   * A key in use always becomes the one the peers have (the first key, a confirmation, or a key the
+   * coordinator did not know, e.g. after a restore); the current key in use drops a waiting next key.
+   */
+  registerKey(host: HostRow, tenant: string, publicKey: string, inUse = true): Promise<void> {
     return this.write({ id: `host:${host.name}` }, 'key.register', `${tenant}/${host.name}`, () => {
       const t = this.tenant(tenant);
-      const m = this.sql('SELECT public_key FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, host.id) as { public_key: string | null } | undefined;
+      const m = this.sql('SELECT public_key, next_public_key FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, host.id) as
+        | { public_key: string | null; next_public_key: string | null }
+        | undefined;
       if (!m) throw new NotFoundError(`${host.kind} "${host.name}" is not a member of tenant "${tenant}"`);
-      if (m.public_key === publicKey) return { result: undefined };
-      const clash = this.sql('SELECT 1 FROM memberships WHERE tenant_id = ? AND public_key = ? AND host_id != ?').get(t.id, publicKey, host.id);
+      const unchanged = inUse ? m.public_key === publicKey && m.next_public_key === null : publicKey === m.public_key || publicKey === m.next_public_key;
+      if (unchanged) return { result: undefined };
+      const clash = this.sql('SELECT 1 FROM memberships WHERE tenant_id = ? AND ? IN (public_key, next_public_key) AND host_id != ?').get(t.id, publicKey, host.id);
       if (clash) throw new ConflictError('publicKey: another member of this tenant already uses this key');
-      this.sql('UPDATE memberships SET public_key = ?, key_updated_at = ? WHERE tenant_id = ? AND host_id = ?').run(publicKey, this.iso(), t.id, host.id);
+      const setKeys = (current: string | null, next: string | null): void => {
+        this.sql('UPDATE memberships SET public_key = ?, next_public_key = ?, key_updated_at = ? WHERE tenant_id = ? AND host_id = ?').run(current, next, this.iso(), t.id, host.id);
+      };
+      if (!inUse && m.public_key !== null) {
+        setKeys(m.public_key, publicKey);
+        return { result: undefined, hosts: [host.id], tenants: [t.id], detail: { next: publicKey } };
+      }
+      setKeys(publicKey, null);
+      if (m.public_key === publicKey) return { result: undefined, hosts: [host.id], tenants: [t.id], detail: { nextDropped: m.next_public_key } };
       return { result: undefined, hosts: this.memberHostIds(t.id), tenants: [t.id], detail: { rotated: m.public_key !== null, publicKey } };
     });
   }
+
+
 
   /** Inside a write: make `host` a member of `tenant`, allocating its slice/address and port. Returns true if new. */
   private ensureMembership(t: TenantRow, h: Pick<HostRow, 'id' | 'kind' | 'port_base'>): boolean {
@@ -669,9 +694,18 @@ export class Store {
   loadTenantModel(t: TenantRow): TenantModel {
     const members = (
       this.sql(
-        `SELECT h.name, h.kind, h.endpoint_host, m.slice, m.address, m.listen_port, m.public_key
+        `SELECT h.name, h.kind, h.endpoint_host, m.slice, m.address, m.listen_port, m.public_key, m.next_public_key
          FROM memberships m JOIN hosts h ON h.id = m.host_id WHERE m.tenant_id = ? ORDER BY h.name`,
-      ).all(t.id) as { name: string; kind: HostKind; endpoint_host: string | null; slice: string; address: string; listen_port: number; public_key: string | null }[]
+      ).all(t.id) as {
+        name: string;
+        kind: HostKind;
+        endpoint_host: string | null;
+        slice: string;
+        address: string;
+        listen_port: number;
+        public_key: string | null;
+        next_public_key: string | null;
+      }[]
     ).map(
       (r): MemberModel => ({
         host: { name: r.name, kind: r.kind, endpointHost: r.endpoint_host },
@@ -679,6 +713,7 @@ export class Store {
         address: r.address,
         listenPort: r.listen_port,
         publicKey: r.public_key,
+        nextPublicKey: r.next_public_key,
       }),
     );
     const workloads = (

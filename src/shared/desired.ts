@@ -57,8 +57,17 @@ export interface TenantState {
   /** This host's own mesh address (inside slice). */
   address: string;
   listenPort: number;
-  /** The WireGuard public key the coordinator has for this host; null until the host registers one. */
+  /**
+   * The WireGuard public key this host is to use; null until it registers one. During a key
+   * rotation, its next key — before its peers are given it (see `peerKey`).
+   */
   publicKey: string | null;
+  /**
+   * The key the tenant's other members have for this host: `publicKey`, except during a rotation,
+   * until this host confirms that it switched (by registering the key again). Absent from
+   * coordinators before 23 Nov 2026: then `publicKey`.
+   */
+  peerKey?: string | null;
   /**
    * Every member of the tenant with a registered key that this host peers
    * with — including this host itself, which it skips (`host` equals its own

@@ -59,8 +59,9 @@ export class HostClient {
     return { signed: res.body, state: parseSignedDocument(res.body, this.id.coordinatorKey) };
   }
 
-  registerKey(tenant: string, publicKey: string): Promise<unknown> {
-    return this.request('PUT', `${this.base}/tenants/${encodeURIComponent(tenant)}/key`, { publicKey });
+  /** `inUse` false: a rotation's next key (key-rotation.ts). */
+  registerKey(tenant: string, publicKey: string, inUse: boolean): Promise<unknown> {
+    return this.request('PUT', `${this.base}/tenants/${encodeURIComponent(tenant)}/key`, { publicKey, inUse });
   }
 
   reportStatus(status: HostStatusReport): Promise<unknown> {

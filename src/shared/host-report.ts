@@ -6,6 +6,7 @@
  */
 import type { DesiredState } from './desired.js';
 import type { HostClient } from './host-client.js';
+import type { KeyRegistration } from './dataplane/key-rotation.js';
 
 export class HostReporter {
   private last: string[] = [];
@@ -21,12 +22,12 @@ export class HostReporter {
   }
 
   /** Register each key; returns the failures as error lines. */
-  async registerKeys(keys: readonly { tenant: string; publicKey: string }[]): Promise<string[]> {
+  async registerKeys(keys: readonly KeyRegistration[]): Promise<string[]> {
     const errors: string[] = [];
     for (const k of keys) {
       try {
-        await this.client.registerKey(k.tenant, k.publicKey);
-        this.log(`[netwall] registered WireGuard public key for tenant ${k.tenant}`);
+        await this.client.registerKey(k.tenant, k.publicKey, k.inUse);
+        this.log(`[netwall] registered WireGuard public key ${k.publicKey} for tenant ${k.tenant} (${k.inUse ? 'in use' : 'next'})`);
       } catch (err) {
         errors.push(`register key ${k.tenant}: ${(err as Error).message}`);
       }

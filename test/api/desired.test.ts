@@ -98,11 +98,39 @@ test('desired state: signed, long-polled, and bumped only for the hosts a change
   t.true(a2.node1! > b2.node1!);
   t.is(a2.node3, b2.node3);
 
-  // Rotation: a new key is distributed.
+  // Rotation, in two steps. 1: the new key is node1's next key — its own document names it, the peers' do not.
   const k1b = generateWireguardKeyPair();
-  await n1.call('PUT', '/v1/nodes/node1/tenants/acme/key', { publicKey: k1b.publicKey });
-  const d2b = doc((await n2.call('GET', '/v1/nodes/node2/desired?after=0&wait=0')).body);
+  const desired = async (c: typeof n1, name: string) => doc((await c.call('GET', `/v1/nodes/${name}/desired?after=0&wait=0`)).body);
+  const b3 = await versions();
+  t.is((await n1.call('PUT', '/v1/nodes/node1/tenants/acme/key', { publicKey: k1b.publicKey, inUse: false })).statusCode, 200);
+  t.is((await n1.call('PUT', '/v1/nodes/node1/tenants/acme/key', { publicKey: k1b.publicKey, inUse: false })).statusCode, 200, 'again (a stale tick): no change');
+  const a3 = await versions();
+  t.true(a3.node1! > b3.node1!, 'node1 gets a document naming its next key');
+  t.is(a3.node2, b3.node2, "node2's document does not change yet");
+  const own = (await desired(n1, 'node1')).tenants[0]!;
+  t.is(own.publicKey, k1b.publicKey, "node1's own entry names the next key");
+  t.is(own.peerKey, k1.publicKey, 'and says its peers still have the current one');
+  t.is((await desired(n2, 'node2')).tenants[0]!.peers.find((p) => p.host === 'node1')!.publicKey, k1.publicKey);
+  // Another member cannot take a key that waits as node1's next one.
+  t.is((await n2.call('PUT', '/v1/nodes/node2/tenants/acme/key', { publicKey: k1b.publicKey })).statusCode, 409);
+  t.is((await n1.call('PUT', '/v1/nodes/node1/tenants/acme/key', { publicKey: k1b.publicKey, inUse: 'yes' })).statusCode, 400, 'inUse: a boolean');
+  // 2: node1 registers the key in use once it uses it — now every member gets it.
+  t.is((await n1.call('PUT', '/v1/nodes/node1/tenants/acme/key', { publicKey: k1b.publicKey, inUse: true })).statusCode, 200);
+  const a4 = await versions();
+  t.true(a4.node2! > a3.node2!, "node2's document changes");
+  const d2b = await desired(n2, 'node2');
   t.is(d2b.tenants[0]!.peers.find((p) => p.host === 'node1')!.publicKey, k1b.publicKey);
+  const own2 = (await desired(n1, 'node1')).tenants[0]!;
+  t.deepEqual([own2.publicKey, own2.peerKey], [k1b.publicKey, k1b.publicKey]);
+  // A next key dropped: registering the current key again takes it back (node1's document only).
+  const k1c = generateWireguardKeyPair();
+  await n1.call('PUT', '/v1/nodes/node1/tenants/acme/key', { publicKey: k1c.publicKey, inUse: false });
+  t.is((await desired(n1, 'node1')).tenants[0]!.publicKey, k1c.publicKey);
+  const b5 = await versions();
+  await n1.call('PUT', '/v1/nodes/node1/tenants/acme/key', { publicKey: k1b.publicKey, inUse: true });
+  const a5 = await versions();
+  t.deepEqual([a5.node1! > b5.node1!, a5.node2 === b5.node2], [true, true]);
+  t.deepEqual([(await desired(n1, 'node1')).tenants[0]!.publicKey, (await desired(n1, 'node1')).tenants[0]!.peerKey], [k1b.publicKey, k1b.publicKey]);
   // Not a member: 404.
   t.is((await n3.call('PUT', '/v1/nodes/node3/tenants/acme/key', { publicKey: k1.publicKey })).statusCode, 404);
   await w.close();

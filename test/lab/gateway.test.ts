@@ -842,5 +842,5 @@ labTest('gateway key rotation: `netwall-gateway rotate-key` on gateway1 (globex,
     t.fail(`${(err as Error).message}: ${JSON.stringify(await routerSessions(world, 'gateway1'))}`);
   }
   const log = readFileSync(world.logPath('gateway1'), 'utf8');
-  t.regex(log, new RegExp(`tenant ${tenant}: the coordinator distributes the next WireGuard key ${newKey.replace(/[+/]/g, '\\$&')}; switching to it`), 'gateway1 logged the switch');
+  t.regex(log, new RegExp(`tenant ${tenant}: the coordinator holds the next WireGuard key ${newKey.replace(/[+/]/g, '\\$&')}; switching to it`), 'gateway1 logged the switch');
 });

@@ -5,28 +5,30 @@
  * once, or one way only (the side that only answers sends nothing to start a
  * handshake). Measures the pings lost per rotation — no reply within 1 s:
  * WireGuard queues packets while it handshakes, so a late reply was a stall —
- * (target ≤ 1 each way; see below for the one stall a run may have), and
- * checks after each rotation that node1's
+ * (target ≤ 1 each way), and checks after each rotation that node1's
  * interface uses the new key, node2's interface has node1's new public key as
  * its peer (and not the old one), and the coordinator's view of node1 has it.
  *
- * Without the handshake kicks (measured once by disabling them): 21, 20 and
- * 21 pings lost in three of six rotations — WireGuard's 5 s initiation retry.
- * With them, 21 runs on 23 Nov still had that stall in 5 runs, one rotation
- * each (≈ 1 rotation in 25, 20–21 lost, either direction): both first
- * initiations were lost and WireGuard sends no other for 5 s. Why both is not
- * known yet; re-creating a peer that had no handshake 300–1200 ms after its
- * kick (a new peer has no 5 s limit) did not help: in one run it stretched a
- * stall past the 8 s window. So the bound: every rotation ≤ 1 lost, except at
- * most one per run that recovers by WireGuard's retry (≤ 26 lost: 5 s + 1 s).
+ * History: without the handshake kicks (measured once by disabling them), 21,
+ * 20 and 21 pings lost in three of six rotations — WireGuard's 5 s initiation
+ * retry. With kicks on both sides on the same document, about one rotation in
+ * 25 (one in 6 to 16 in CI) still stalled 5 s. Packet captures showed the two
+ * sides' initiations crossing: each side answered the other's and dropped the
+ * answer to its own, then both waited for the other's data until the retry.
+ * (Another, rarer loss: wireguard-go reopened its UDP socket when the key
+ * change also named the unchanged listen port.) Since 23 Nov the peers get
+ * the new key only once node1 uses it, so only they initiate (docs/security.md
+ * has the runs).
  *
  *   npm run build && npx ava --config ava.lab.config.js test/lab/rotation.test.ts
  *
- * Design (src/shared/dataplane/key-rotation.ts): the next key is registered
- * first, used only once node1's own signed document names it — the document
- * version that gives node2 the new peer key too — and both sides kick a
- * handshake right after applying, so the window is the difference of the two
- * apply times plus a round trip.
+ * Design (src/shared/dataplane/key-rotation.ts, store.ts registerKey): the
+ * next key is registered first and held by the coordinator as node1's next
+ * key — node1's document names it, node2's does not. node1 switches (its own
+ * handshake to node2 fails, and WireGuard starts no other one for 5 s) and
+ * registers the key again, in use; then node2 gets it, and its handshake —
+ * the only one in flight — completes. The window is node1's report plus
+ * node2's document round trip; packets wait in WireGuard's queue meanwhile.
  *
  * Topology: scripts/lab-world.ts under the prefix nwt<pid>r and a temporary
  * directory: coordinator, node1, node2, tenant acme, one attached container
@@ -151,7 +153,7 @@ test.after.always('remove everything', async (t) => {
  */
 const MODES = ['both', 'c1→c2 only', 'c2→c1 only'] as const;
 
-labTest(`key rotation on node1 (${ROTATIONS}×) under ping -i 0.2 (both ways, and each way alone): ≤ 1 lost ping per rotation and direction but for at most one 5 s retry; node2 and the coordinator have the new key`, async (t) => {
+labTest(`key rotation on node1 (${ROTATIONS}×) under ping -i 0.2 (both ways, and each way alone): ≤ 1 lost ping per rotation and direction; node2 and the coordinator have the new key`, async (t) => {
   const [if1, if2] = [await iface('node1'), await iface('node2')];
   const results: { mode: string; forward: number | null; back: number | null; ms: number }[] = [];
   let previous = (await world.exec('node1', ['wg', 'show', if1, 'public-key'])).stdout.trim();
@@ -187,10 +189,8 @@ labTest(`key rotation on node1 (${ROTATIONS}×) under ping -i 0.2 (both ways, an
   const show = (n: number | null) => (n === null ? '-' : String(n));
   t.log(`lost pings per rotation (c1→c2 / c2→c1, - = idle): ${results.map((x) => `${show(x.forward)}/${show(x.back)}`).join(', ')}; worst ${Math.max(...lost)}; total ${lost.reduce((a, b) => a + b, 0)} of ${lost.length * PINGS}`);
   t.log(`rotate-key → switched: ${results.map((x) => x.ms).join(', ')} ms`);
-  const stalled = results.filter((x) => (x.forward ?? 0) > 1 || (x.back ?? 0) > 1);
-  t.true(stalled.length <= 1, `at most one rotation with more than 1 lost ping (${stalled.length})`);
   for (const [i, x] of results.entries()) {
-    t.true((x.forward ?? 0) <= 26 && (x.back ?? 0) <= 26, `rotation #${i + 1} (${x.mode}): lost ${show(x.forward)} (c1→c2) and ${show(x.back)} (c2→c1); a stall must recover by WireGuard's 5 s retry`);
+    t.true((x.forward ?? 0) <= 1 && (x.back ?? 0) <= 1, `rotation #${i + 1} (${x.mode}): lost ${show(x.forward)} (c1→c2) and ${show(x.back)} (c2→c1)`);
   }
   // The agents converged: applied what the coordinator holds, and nothing left to change.
   await waitUntil(agentsCurrent, 10_000, 'both agents current', 200);

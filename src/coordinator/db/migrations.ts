@@ -153,4 +153,8 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (exposure_id, workload_id)
   );
   `,
+  // 3: WireGuard key rotation in two steps: the host switches to its next key first, its peers get it after.
+  `
+  ALTER TABLE memberships ADD COLUMN next_public_key TEXT;  -- a rotation's new key: in the host's own document only, until the host confirms the switch (then public_key)
+  `,
 ];

@@ -34,12 +34,13 @@ export async function hostApiRoutes(app: FastifyInstance): Promise<void> {
       },
     );
 
-    app.put<{ Params: { name: string; tenant: string }; Body: { publicKey: string } }>(
+    app.put<{ Params: { name: string; tenant: string }; Body: { publicKey: string; inUse?: boolean } }>(
       `${base}/tenants/:tenant/key`,
-      { config: { access: kind }, schema: { params: params.hostTenant, body: bodies.registerKey } },
+      { config: { access: kind }, schema: { params: params.hostTenant, body: bodies.registerWireguardKey } },
       async (req) => {
-        await store.registerKey(self(req), req.params.tenant, req.body.publicKey);
-        return { tenant: req.params.tenant, publicKey: req.body.publicKey };
+        const inUse = req.body.inUse ?? true;
+        await store.registerKey(self(req), req.params.tenant, req.body.publicKey, inUse);
+        return { tenant: req.params.tenant, publicKey: req.body.publicKey, inUse };
       },
     );
 

@@ -17,11 +17,11 @@ export function acme(): TenantModel {
     name: 'acme',
     subnet: '10.240.0.0/20',
     members: [
-      { host: hosts.node1!, slice: '10.240.0.64/26', address: '10.240.0.65', listenPort: 51820, publicKey: key('A') },
-      { host: hosts.node2!, slice: '10.240.0.128/26', address: '10.240.0.129', listenPort: 51820, publicKey: key('B') },
-      { host: hosts.node3!, slice: '10.240.0.192/26', address: '10.240.0.193', listenPort: 51820, publicKey: null },
-      { host: hosts.gateway1!, slice: '10.240.0.1/32', address: '10.240.0.1', listenPort: 51820, publicKey: key('C') },
-      { host: hosts.gateway2!, slice: '10.240.0.2/32', address: '10.240.0.2', listenPort: 51820, publicKey: key('D') },
+      { host: hosts.node1!, slice: '10.240.0.64/26', address: '10.240.0.65', listenPort: 51820, publicKey: key('A'), nextPublicKey: null },
+      { host: hosts.node2!, slice: '10.240.0.128/26', address: '10.240.0.129', listenPort: 51820, publicKey: key('B'), nextPublicKey: null },
+      { host: hosts.node3!, slice: '10.240.0.192/26', address: '10.240.0.193', listenPort: 51820, publicKey: null, nextPublicKey: null },
+      { host: hosts.gateway1!, slice: '10.240.0.1/32', address: '10.240.0.1', listenPort: 51820, publicKey: key('C'), nextPublicKey: null },
+      { host: hosts.gateway2!, slice: '10.240.0.2/32', address: '10.240.0.2', listenPort: 51820, publicKey: key('D'), nextPublicKey: null },
     ],
     workloads: [
       { name: 'acme-web', node: 'node1', address: '10.240.0.66', labels: { app: 'web' } },
@@ -55,9 +55,9 @@ export function globex(): TenantModel {
     name: 'globex',
     subnet: '10.240.16.0/20',
     members: [
-      { host: hosts.node1!, slice: '10.240.16.64/26', address: '10.240.16.65', listenPort: 51821, publicKey: key('E') },
-      { host: hosts.node2!, slice: '10.240.16.128/26', address: '10.240.16.129', listenPort: 51821, publicKey: key('F') },
-      { host: hosts.gateway1!, slice: '10.240.16.1/32', address: '10.240.16.1', listenPort: 51821, publicKey: key('G') },
+      { host: hosts.node1!, slice: '10.240.16.64/26', address: '10.240.16.65', listenPort: 51821, publicKey: key('E'), nextPublicKey: null },
+      { host: hosts.node2!, slice: '10.240.16.128/26', address: '10.240.16.129', listenPort: 51821, publicKey: key('F'), nextPublicKey: null },
+      { host: hosts.gateway1!, slice: '10.240.16.1/32', address: '10.240.16.1', listenPort: 51821, publicKey: key('G'), nextPublicKey: null },
     ],
     workloads: [
       { name: 'globex-app', node: 'node2', address: '10.240.16.130', labels: { app: 'app' } },

@@ -35,46 +35,64 @@ const O = 'OTHER=';
 
 // ------------------------------------------------------------------ decision table
 
-const table: [string, KeyState, { promote: boolean; register: string | null }][] = [
-  ['never registered, no rotation: register the current key', { registered: null, current: C, next: null }, { promote: false, register: C }],
-  ['registered, no rotation: nothing to do', { registered: C, current: C, next: null }, { promote: false, register: null }],
-  ['rotation pending, document names the current key: register the next', { registered: C, current: C, next: N }, { promote: false, register: N }],
-  ['document names the next key: promote, register nothing', { registered: N, current: C, next: N }, { promote: true, register: null }],
-  ['document names neither, next pending: register the next (never the current)', { registered: O, current: C, next: N }, { promote: false, register: N }],
-  ['never registered, next pending: register the next', { registered: null, current: C, next: N }, { promote: false, register: N }],
-  ['document names another key, no rotation: register the current', { registered: O, current: C, next: null }, { promote: false, register: C }],
-  ['a next key without a current one: promote at once and register it', { registered: null, current: null, next: N }, { promote: true, register: N }],
-  ['promoted already (current = next = registered)', { registered: N, current: N, next: N }, { promote: true, register: null }],
+const table: [string, KeyState, { promote: boolean; register: string | null; inUse: boolean }][] = [
+  ['never registered, no rotation: register the current key', { registered: null, known: null, current: C, next: null }, { promote: false, register: C, inUse: true }],
+  ['registered, no rotation: nothing to do', { registered: C, known: C, current: C, next: null }, { promote: false, register: null, inUse: true }],
+  ['rotation pending, document names the current key: register the next (as next)', { registered: C, known: C, current: C, next: N }, { promote: false, register: N, inUse: false }],
+  ['document names the next key (the peers still have the current): promote, then confirm it in use', { registered: N, known: C, current: C, next: N }, { promote: true, register: N, inUse: true }],
+  ['switched, the confirmation lost (the peers still have the old key): confirm again', { registered: N, known: C, current: N, next: null }, { promote: false, register: N, inUse: true }],
+  ['switched and confirmed: nothing to do', { registered: N, known: N, current: N, next: null }, { promote: false, register: null, inUse: true }],
+  ['document names neither, next pending: register the next (never the current)', { registered: O, known: O, current: C, next: N }, { promote: false, register: N, inUse: false }],
+  ['never registered, next pending: register the next', { registered: null, known: null, current: C, next: N }, { promote: false, register: N, inUse: false }],
+  ['document names another key, no rotation: register the current in use', { registered: O, known: O, current: C, next: null }, { promote: false, register: C, inUse: true }],
+  ['a next key without a current one: promote at once and register it in use', { registered: null, known: null, current: null, next: N }, { promote: true, register: N, inUse: true }],
+  ['promoted already (current = next = registered)', { registered: N, known: C, current: N, next: N }, { promote: true, register: N, inUse: true }],
 ];
 for (const [title, state, want] of table) {
   test(`keyDecision: ${title}`, (t) => t.deepEqual(keyDecision(state), want));
 }
 
-test('a whole rotation, with stale and reordered documents: the current key is never registered again', (t) => {
-  // The coordinator's record and the host's files, stepped through every document the host may see.
-  const s: { registered: string | null; current: string | null; next: string | null } = { registered: C, current: C, next: null };
-  const registrations: string[] = [];
-  const tick = (docKey: string | null) => {
-    const d = keyDecision({ registered: docKey, current: s.current, next: s.next });
-    if (d.promote) [s.current, s.next] = [s.next, null];
-    if (d.register !== null) {
-      registrations.push(d.register);
-      s.registered = d.register;
-    }
+test("a whole rotation against the coordinator's two steps, with stale and reordered documents: the current key is never registered again, the peers get the next only once it is in use", (t) => {
+  // The coordinator's record (store.ts registerKey) and the host's files, stepped through every document the host may see.
+  const co: { peers: string; next: string | null } = { peers: C, next: null };
+  const register = (key: string, inUse: boolean) => {
+    if (!inUse) co.next = key === co.peers ? co.next : key;
+    else [co.peers, co.next] = [key, null];
   };
-  tick(s.registered); // idle
+  const doc = () => ({ registered: co.next ?? co.peers, known: co.peers });
+  const s: { current: string | null; next: string | null } = { current: C, next: null };
+  const registrations: string[] = [];
+  const inUse: string[] = [];
+  const tick = (d0: { registered: string | null; known: string | null }, delivered = true) => {
+    const d = keyDecision({ ...d0, current: s.current, next: s.next });
+    if (d.promote) [s.current, s.next] = [s.next, null];
+    inUse.push(s.current!); // the reconcile applies the current key
+    if (d.register !== null) {
+      registrations.push(`${d.register}${d.inUse ? ' in use' : ' next'}`);
+      if (delivered) register(d.register, d.inUse);
+    }
+    t.true(co.peers === s.current || co.peers === C, 'the peers never get a key before the host uses it');
+  };
+  tick(doc()); // idle
+  t.deepEqual(registrations, []);
   s.next = N; // rotate-key
-  tick(C); // the document still names the current key → register N
-  tick(C); // a tick before the new document arrived (stale): N again, not C
-  t.is(s.registered, N);
+  const stale = doc();
+  tick(doc()); // the document still names the current key → register N as next
+  t.deepEqual(co, { peers: C, next: N }, 'the peers keep the current key');
+  tick(stale); // a tick before the new document arrived (stale): N as next again, not C
+  t.deepEqual(co, { peers: C, next: N }, 'a repeated next registration gives the peers nothing');
   t.is(s.current, C, 'the current key stays in use until the document names the next');
-  tick(N); // the new document → promote
+  tick(doc(), false); // the new document → promote, apply, confirm (lost on the way)
   t.is(s.current, N);
   t.true(s.next === null, 'no next key left');
-  tick(N); // idle again
-  tick(C); // an old cached document (agent restart without the coordinator): register N, the key in use
-  t.deepEqual(registrations, [N, N, N]);
-  t.false(registrations.includes(C));
+  t.deepEqual(co, { peers: C, next: N }, 'the confirmation was lost: the peers still have the current key');
+  tick(doc()); // the same document again: confirm again
+  t.deepEqual(co, { peers: N, next: null }, 'confirmed: the peers get the new key');
+  tick(doc()); // idle again
+  tick({ registered: C, known: C }); // an old cached document (agent restart without the coordinator): N, the key in use
+  t.deepEqual(registrations, [`${N} next`, `${N} next`, `${N} in use`, `${N} in use`, `${N} in use`]);
+  t.false(registrations.some((r) => r.startsWith(C)));
+  t.deepEqual(inUse, [C, C, C, N, N, N, N]);
 });
 
 // ------------------------------------------------------------------ files
@@ -118,16 +136,19 @@ test('settleTenantKeys: register the next key, then promote when the document na
   // First document: no key registered yet → the current key (created now).
   const first = settleTenantKeys(dir, doc, (l) => log.push(l));
   const current = ensureTenantKey(dir, 'acme').publicKey;
-  t.deepEqual(first, [{ tenant: 'acme', publicKey: current }]);
+  t.deepEqual(first, [{ tenant: 'acme', publicKey: current, inUse: true }]);
   doc.tenants[0]!.publicKey = current;
   t.deepEqual(settleTenantKeys(dir, doc, (l) => log.push(l)), []);
   // rotate-key
   const { publicKey: next } = writeNextKey(dir, 'acme');
-  t.deepEqual(settleTenantKeys(dir, doc, (l) => log.push(l)), [{ tenant: 'acme', publicKey: next }]);
+  t.deepEqual(settleTenantKeys(dir, doc, (l) => log.push(l)), [{ tenant: 'acme', publicKey: next, inUse: false }]);
   t.is(ensureTenantKey(dir, 'acme').publicKey, current, 'still the current key until the document names the next');
-  doc.tenants[0]!.publicKey = next;
-  t.deepEqual(settleTenantKeys(dir, doc, (l) => log.push(l)), []);
+  doc.tenants[0]!.publicKey = next; // held as the next key: the peers still have the current one
+  doc.tenants[0]!.peerKey = current;
+  t.deepEqual(settleTenantKeys(dir, doc, (l) => log.push(l)), [{ tenant: 'acme', publicKey: next, inUse: true }], 'promoted, then confirmed in use');
   t.is(ensureTenantKey(dir, 'acme').publicKey, next, 'promoted');
+  doc.tenants[0]!.peerKey = next;
+  t.deepEqual(settleTenantKeys(dir, doc, (l) => log.push(l)), [], 'confirmed: nothing more');
   t.is(pendingNextKey(dir, 'acme'), null);
   t.true(log.some((l) => l.includes(`switching to it`) && l.includes(next)));
   t.false(log.some((l) => /[A-Za-z0-9+/]{43}=/.test(l) && !l.includes(next)), 'no other key (and never a private one) is logged');
