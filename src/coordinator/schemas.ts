@@ -197,7 +197,7 @@ export const answers = {
       drops: { type: 'object', additionalProperties: { type: 'integer' } },
       tenants: {
         type: 'array',
-        items: { type: 'object', properties: { tenant: str, slice: str, address: str, listenPort: { type: 'integer' }, publicKey: nullableStr } },
+        items: { type: 'object', properties: { tenant: str, slice: str, address: str, listenPort: { type: 'integer' }, publicKey: nullableStr, nextPublicKey: nullableStr } },
       },
     },
   },

@@ -358,11 +358,12 @@ export class Store {
     this.sql('UPDATE hosts SET applied_version = ?, status = ?, status_detail = ?, last_seen = ? WHERE id = ?').run(report.appliedVersion, status, detail, this.iso(), host.id);
   }
 
-  memberships(hostId: number): { tenant: string; slice: string; address: string; listenPort: number; publicKey: string | null }[] {
+  /** A host's tenants; `publicKey` is the key its peers have, `nextPublicKey` a rotation's key it has not confirmed yet. */
+  memberships(hostId: number): { tenant: string; slice: string; address: string; listenPort: number; publicKey: string | null; nextPublicKey: string | null }[] {
     return this.sql(
-      `SELECT t.name AS tenant, m.slice, m.address, m.listen_port AS listenPort, m.public_key AS publicKey
+      `SELECT t.name AS tenant, m.slice, m.address, m.listen_port AS listenPort, m.public_key AS publicKey, m.next_public_key AS nextPublicKey
        FROM memberships m JOIN tenants t ON t.id = m.tenant_id WHERE m.host_id = ? ORDER BY t.name`,
-    ).all(hostId) as { tenant: string; slice: string; address: string; listenPort: number; publicKey: string | null }[];
+    ).all(hostId) as { tenant: string; slice: string; address: string; listenPort: number; publicKey: string | null; nextPublicKey: string | null }[];
   }
 
   /**

@@ -111,6 +111,8 @@ test('desired state: signed, long-polled, and bumped only for the hosts a change
   t.is(own.publicKey, k1b.publicKey, "node1's own entry names the next key");
   t.is(own.peerKey, k1.publicKey, 'and says its peers still have the current one');
   t.is((await desired(n2, 'node2')).tenants[0]!.peers.find((p) => p.host === 'node1')!.publicKey, k1.publicKey);
+  const view = (await w.admin('GET', '/v1/nodes/node1')).json<{ tenants: { publicKey: string; nextPublicKey: string | null }[] }>().tenants[0]!;
+  t.deepEqual([view.publicKey, view.nextPublicKey], [k1.publicKey, k1b.publicKey], 'the node view shows the pending rotation');
   // Another member cannot take a key that waits as node1's next one.
   t.is((await n2.call('PUT', '/v1/nodes/node2/tenants/acme/key', { publicKey: k1b.publicKey })).statusCode, 409);
   t.is((await n1.call('PUT', '/v1/nodes/node1/tenants/acme/key', { publicKey: k1b.publicKey, inUse: 'yes' })).statusCode, 400, 'inUse: a boolean');

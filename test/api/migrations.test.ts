@@ -168,8 +168,8 @@ test('the migrated v1 fixture is served by the API', async (t) => {
   );
   t.like(node1, { endpoint: '192.0.2.11', status: 'ready', appliedVersion: 5, drops: { spoofed: 3, policy: 12 } });
   t.deepEqual(node1.tenants, [
-    { tenant: 'acme', slice: '10.240.0.64/26', address: '10.240.0.65', listenPort: 51820, publicKey: fixtureWireguard('node1/acme').publicKey },
-    { tenant: 'globex', slice: '10.240.16.64/26', address: '10.240.16.65', listenPort: 51821, publicKey: fixtureWireguard('node1/globex').publicKey },
+    { tenant: 'acme', slice: '10.240.0.64/26', address: '10.240.0.65', listenPort: 51820, publicKey: fixtureWireguard('node1/acme').publicKey, nextPublicKey: null },
+    { tenant: 'globex', slice: '10.240.16.64/26', address: '10.240.16.65', listenPort: 51821, publicKey: fixtureWireguard('node1/globex').publicKey, nextPublicKey: null },
   ]);
   t.like(await get('/v1/nodes/node2'), { endpoint: null, status: 'degraded', errors: ['wg set: device busy'] });
   const gw = await get<{ publicAddress: string; tenants: { slice: string }[] }>('/v1/gateways/gateway1');
