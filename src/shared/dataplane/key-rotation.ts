@@ -25,7 +25,8 @@
  *     window, so no two initiations cross: crossing ones leave both sides
  *     waiting for the other's data until WireGuard's 5 s retry (it happened
  *     in about one rotation in 25 when both sides switched on the same document).
- *     Lost traffic ≈ our report plus the peers' document round trip.
+ *     Traffic waits (queued by WireGuard) for our report plus the peers'
+ *     document round trip.
  * The current key is never registered again while a next key waits: a stale
  * document (naming the current key) only makes us register the next one. A
  * confirmation that did not reach the coordinator is sent again at the next

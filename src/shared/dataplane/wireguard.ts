@@ -366,6 +366,10 @@ export function peerCommand(change: Extract<WireguardChange, { kind: 'peer-set' 
  * expired its sessions), and towards every peer just added (a new member, or
  * a peer's rotated key). Without this, a side whose first initiation went out
  * before the other side knew the new key waits for WireGuard's 5 s retry.
+ * In a rotation the rotating side's kick is the one that fails (its peers do
+ * not know the key yet: key-rotation.ts); what it buys is WireGuard's 5 s
+ * hold on that side's own initiations, so that the peers' kicks, once they
+ * have the key, are the only initiations in flight and cannot cross one.
  *
  * The kick turns persistent keepalive off → on (which sends a keepalive, and
  * with no session a handshake initiation) and back to the desired value, in
