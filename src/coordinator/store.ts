@@ -402,8 +402,6 @@ export class Store {
     });
   }
 
-
-
   /** Inside a write: make `host` a member of `tenant`, allocating its slice/address and port. Returns true if new. */
   private ensureMembership(t: TenantRow, h: Pick<HostRow, 'id' | 'kind' | 'port_base'>): boolean {
     if (this.sql('SELECT 1 FROM memberships WHERE tenant_id = ? AND host_id = ?').get(t.id, h.id)) return false;

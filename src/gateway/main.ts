@@ -20,7 +20,7 @@ const USAGE = `usage: netwall-gateway <command> [flags]
           [--admin IP:PORT|off] [--admin-allow-tcp PORT,...] [--interval SECONDS] [--wireguard auto|kernel|userspace]
   plan    [the run flags] print what a reconcile of the cached document would change (nothing is changed)
   rotate-key --tenant T [--wait SECONDS]  new WireGuard key for the tenant's interface: the running gateway
-          registers it at once and uses it once the coordinator distributed it
+          registers it at once, uses it once the coordinator holds it; the nodes get it after the switch
 common: --state-dir DIR (default /var/lib/netwall/gateway; env NETWALL_STATE_DIR)
 defaults: --listen 0.0.0.0, --http-port 80, --https-port 443, --admin 127.0.0.1:7401 (health and metrics;
   never bind it to a public address), --admin-allow-tcp 22 (ports open from outside besides the listeners)

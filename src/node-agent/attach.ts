@@ -21,7 +21,8 @@ import type { ChangeLogger, Runner } from '../shared/runner.js';
 import { CommandError, ConflictError, NetwallError, ValidationError } from '../shared/errors.js';
 import { NAME_RE } from '../shared/names.js';
 import { isIpv4 } from '../shared/ipv4.js';
-import { CONTAINER_GATEWAY, CONTAINER_IF_PREFIX, containerInterfaceName } from './names.js';
+import { CONTAINER_IF_PREFIX } from '../shared/desired.js';
+import { CONTAINER_GATEWAY, containerInterfaceName } from './names.js';
 
 export const DEFAULT_IFNAME = 'eth0';
 export const DEFAULT_MTU = 1420;

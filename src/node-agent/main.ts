@@ -24,7 +24,7 @@ const USAGE = `usage: netwall-agent <command> [flags]
   detach  --tenant T --name N [--socket PATH] [--json]
   install-cni [--cni-bin-dir DIR]
   rotate-key --tenant T [--wait SECONDS] [--socket PATH]  new WireGuard key for the tenant's interface: registered
-          first, used once the coordinator distributed it (peers switch with the same version)
+          as the next key, used once the coordinator holds it; the peers get it after the switch
 common: --state-dir DIR (default /var/lib/netwall/agent; env NETWALL_STATE_DIR)
 env: NETWALL_COORDINATOR, NETWALL_SOCKET, NETWALL_CNI_CONF_DIR, NETWALL_CNI_BIN_DIR, NETWALL_INTERVAL`;
 

@@ -1,8 +1,6 @@
 import { sha256hex } from '../shared/crypto.js';
 import { CONTAINER_IF_PREFIX } from '../shared/desired.js';
 
-export { CONTAINER_IF_PREFIX };
-
 /**
  * Host-side name of a workload's veth: `nwc` + 11 hex chars of a hash of
  * (tenant, workload) — deterministic, unique in practice, <= 15 characters,

@@ -26,13 +26,13 @@
  * Per-packet cost and rule count are O(tenants + policies): workloads only
  * ever appear as set elements.
  */
-import { TENANT_IF_PREFIX, type AllowRule, type DesiredState, type TenantState } from '../shared/desired.js';
+import { CONTAINER_IF_PREFIX, TENANT_IF_PREFIX, type AllowRule, type DesiredState, type TenantState } from '../shared/desired.js';
 import { addrElement, addressElements, egressElements, intervalArgs, protoMatches, tenantIdent } from '../shared/dataplane/nft-elements.js';
 import { rawChains, wireguardErrors } from '../shared/dataplane/nft-raw.js';
 import { dropChain, finishTable, quote, sha, TableText, type RenderedFirewall, type TableRef } from '../shared/dataplane/nft-table.js';
 import type { FirewallSpec } from '../shared/dataplane/reconcile.js';
 import { normalizeCidr, stripPrefix } from '../shared/dataplane/routes.js';
-import { CONTAINER_IF_PREFIX, containerInterfaceName } from './names.js';
+import { containerInterfaceName } from './names.js';
 
 /** The node's table. */
 export const NODE_TABLE: TableRef = { family: 'inet', name: 'netwall' };

@@ -49,7 +49,7 @@ export async function rotateKey(o: RotateKeyOptions): Promise<RotateKeyResult> {
   if (!NAME_RE.test(o.tenant)) throw new ValidationError(`--tenant: lowercase letters, digits and '-' (1..63), got ${JSON.stringify(o.tenant)}`, 'tenant');
   const out = o.out ?? console.log;
   const { publicKey } = writeNextKey(o.stateDir, o.tenant);
-  out(`tenant ${o.tenant}: next WireGuard key ${publicKey} written; ${o.daemon} registers it and switches once the coordinator distributes it`);
+  out(`tenant ${o.tenant}: next WireGuard key ${publicKey} written; ${o.daemon} registers it and switches once the coordinator holds it (the peers get it after the switch)`);
   let notified = false;
   if (o.notify) {
     try {

@@ -306,7 +306,7 @@ test('rotate-key without a way to notify (the gateway): says when the daemon pic
   t.true(r.switched);
   t.is(ensureTenantKey(dir, 'globex').publicKey, r.publicKey);
   t.deepEqual(out, [
-    `tenant globex: next WireGuard key ${r.publicKey} written; the gateway registers it and switches once the coordinator distributes it`,
+    `tenant globex: next WireGuard key ${r.publicKey} written; the gateway registers it and switches once the coordinator holds it (the peers get it after the switch)`,
     'the gateway registers the key at its next tick',
     `tenant globex: switched to ${r.publicKey}`,
   ]);

@@ -63,7 +63,7 @@ test('rotate-key writes the next key and says the running gateway picks it up at
   const next = /next WireGuard key (\S+) written/.exec(r.stdout)?.[1];
   t.regex(next ?? '', /^[A-Za-z0-9+/]{43}=$/);
   t.is(pendingNextKey(dir, 'globex'), next ?? null);
-  t.is(ensureTenantKey(dir, 'globex').publicKey, current, 'the current key stays until the coordinator distributes the next');
+  t.is(ensureTenantKey(dir, 'globex').publicKey, current, 'the current key stays until the coordinator holds the next');
   t.regex(r.stdout, /the gateway registers the key at once \(it watches its state directory\)/);
 });
 
