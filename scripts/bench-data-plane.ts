@@ -17,15 +17,21 @@
  *   underlay  node → node on the underlay (veth, no wg, no netwall), RUNS runs: context
  *   netwall   (a) as reconciled
  *   baseline  (b) the same, after `nft delete table inet netwall` on both nodes
- * after one uncounted warm-up run (a), in the order a b a b … a (CYCLES
- * baseline runs, each between two netwall runs; the table reconciled back
- * before each a): one iperf3 TCP run of SECONDS (after 1 s omitted) and then
- * `ping -c PING_COUNT -i 0.01` per phase. The figure is the median of the
- * per-pair ratios — each b against the mean of its two neighbouring a runs,
- * which cancels load that drifts during the run — with their quartiles; the
- * ratio of the medians and last a / first a (drift) are printed beside it.
- * A probe on a port the policy does not allow, run alongside every iperf3 run,
- * proves each mode is what it claims (blocked with the table, open without).
+ *   floor     (c) no netwall table either, but the least any stateful filter
+ *                 needs (FLOOR_TABLE: WireGuard's UDP untracked, forward
+ *                 accepts established/related and drops invalid, nothing
+ *                 else): what connection tracking alone costs, so the gap
+ *                 between (a) and (b) splits into tracking and netwall's rules
+ * after one uncounted warm-up run (a), in the order a b a c a b a c … a
+ * (CYCLES runs of each of b and c, each between two netwall runs; the table
+ * reconciled back before each a): one iperf3 TCP run of SECONDS (after 1 s
+ * omitted) and then `ping -c PING_COUNT -i 0.01` per phase. The figure is the
+ * median of the per-pair ratios — each b (or c) against the mean of its two
+ * neighbouring a runs, which cancels load that drifts during the run — with
+ * their quartiles; the ratio of the medians and last a / first a (drift) are
+ * printed beside it. A probe on a port the policy does not allow, run
+ * alongside every iperf3 run, proves each mode is what it claims (blocked
+ * with the table, open without it and with the floor).
  */
 import { mkdirSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
@@ -143,8 +149,8 @@ const RUNS = 3;
 const UNDERLAY_SECONDS = 2;
 /** Each measured iperf3 run (after 1 s omitted). */
 const SECONDS = 3;
-/** a b a b … a: CYCLES baseline runs, each between two netwall runs. */
-const CYCLES = 10;
+/** a b a c a b a c … a: CYCLES runs of each of b and c, each between two netwall runs. */
+const CYCLES = 6;
 /** Pings after each run (10 ms apart). */
 const PING_COUNT = 50;
 const IPERF_PORT = 5201;
@@ -152,6 +158,27 @@ const BLOCKED_PORT = 5202;
 const UNDERLAY = { n1: '192.0.2.1', n2: '192.0.2.2' } as const;
 const TENANT = 'bench';
 const WG_PORT = 51820;
+/**
+ * Mode (c): the cheapest table that still tracks connections, as a stateful
+ * wall must (replies and new flows told apart for TCP and UDP alike).
+ */
+const FLOOR = 'netwall_floor';
+const FLOOR_TABLE = `table inet ${FLOOR} {
+\tchain raw_prerouting {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tudp dport ${WG_PORT} notrack
+\t}
+\tchain raw_output {
+\t\ttype filter hook output priority raw; policy accept;
+\t\tudp sport ${WG_PORT} notrack
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tct state established,related accept
+\t\tct state invalid drop
+\t}
+}
+`;
 const CLIENT = { name: 'client', address: '10.1.1.10', labels: { app: 'client' } };
 const SERVER = { name: 'server', address: '10.1.2.10', labels: { app: 'server' } };
 
@@ -290,29 +317,37 @@ async function main(): Promise<void> {
     }
     await waitForAsync(() => lab.ping(c1.ns, c2.address), 10_000, 'client → server across the mesh (handshake)');
 
-    const tableOn = async (n: NodeName): Promise<boolean> =>
-      (await hosts[n].runner.run(['nft', 'list', 'table', 'inet', 'netwall'], { allowFailure: true })).exitCode === 0;
+    type Mode = 'a' | 'b' | 'c';
+    const tableOn = async (n: NodeName, name: string): Promise<boolean> =>
+      (await hosts[n].runner.run(['nft', 'list', 'table', 'inet', name], { allowFailure: true })).exitCode === 0;
     /**
-     * One measured run with its mode check: the table is (or is not) on both nodes, and the port no
-     * policy allows is blocked (or open), probed while the run is under way (its 1 s timeout falls in
-     * the omitted first second instead of adding to the phase).
+     * One measured run with its mode check: which table is on both nodes, and the port no policy
+     * allows is blocked (a) or open (b, c), probed while the run is under way (its 1 s timeout falls
+     * in the omitted first second instead of adding to the phase).
      */
-    const measured = async (mode: string, wantTable: boolean): Promise<{ run: IperfResult; verified: string }> => {
-      for (const n of ['n1', 'n2'] as const) if ((await tableOn(n)) !== wantTable) throw new Error(`${mode}: table inet netwall ${wantTable ? 'missing' : 'present'} on ${n}`);
+    const measured = async (label: string, mode: Mode): Promise<{ run: IperfResult; verified: string }> => {
+      for (const n of ['n1', 'n2'] as const) {
+        if ((await tableOn(n, 'netwall')) !== (mode === 'a')) throw new Error(`${label}: table inet netwall ${mode === 'a' ? 'missing' : 'present'} on ${n}`);
+        if ((await tableOn(n, FLOOR)) !== (mode === 'c')) throw new Error(`${label}: table inet ${FLOOR} ${mode === 'c' ? 'missing' : 'present'} on ${n}`);
+      }
       const probe = lab.reach(c1.ns, 'tcp', c2.address, BLOCKED_PORT, { seconds: 1 });
       const run = await iperf(lab, c1.ns, c2.address, SECONDS, IPERF_PORT, onCpu('n1'));
       const open = await probe;
-      if (open === wantTable) throw new Error(`${mode}: tcp ${BLOCKED_PORT} (no policy) is ${open ? 'open' : 'blocked'}`);
-      return { run, verified: wantTable ? `tcp ${BLOCKED_PORT} blocked` : `tcp ${BLOCKED_PORT} open` };
+      if (open === (mode === 'a')) throw new Error(`${label}: tcp ${BLOCKED_PORT} (no policy) is ${open ? 'open' : 'blocked'}`);
+      return { run, verified: `${mode}: tcp ${BLOCKED_PORT} ${open ? 'open' : 'blocked'}` };
     };
 
     const restoreMs: number[] = [];
     const restoreNotes: string[] = [];
-    const deleteTable = async (): Promise<void> => {
-      for (const n of ['n1', 'n2'] as const) await hosts[n].runner.run(['nft', 'delete', 'table', 'inet', 'netwall']);
+    const deleteTable = async (floor: boolean): Promise<void> => {
+      for (const n of ['n1', 'n2'] as const) {
+        await hosts[n].runner.run(['nft', 'delete', 'table', 'inet', 'netwall']);
+        if (floor) await hosts[n].runner.run(['nft', '-f', '-'], { input: FLOOR_TABLE });
+      }
     };
     const restoreTable = async (): Promise<void> => {
       for (const n of ['n1', 'n2'] as const) {
+        if (await tableOn(n, FLOOR)) await hosts[n].runner.run(['nft', 'delete', 'table', 'inet', FLOOR]);
         const t0 = performance.now();
         const res = await rec[n].reconcile(nodeDoc(n, keys));
         restoreMs.push(performance.now() - t0);
@@ -323,51 +358,71 @@ async function main(): Promise<void> {
     };
 
     // Warm-up (not counted): wireguard-go's first bulk traffic (Go heap, GC pacing), TCP caches.
-    const warmup = await measured('warm-up (a)', true);
+    const warmup = await measured('warm-up (a)', 'a');
 
-    // a b a b … a: every baseline run sits between two netwall runs, so load that drifts during
-    // the run (this machine is shared) shows up as a difference between the a runs, not as overhead.
-    const a: number[] = [];
-    const b: number[] = [];
-    const rtt = { a: [] as number[], b: [] as number[] };
+    // a b a c a b a c … a: every b and c run sits between two netwall runs, so load that drifts
+    // during the run (this machine is shared) shows up as a difference between the a runs, not as
+    // overhead.
+    const runs: Record<Mode, number[]> = { a: [], b: [], c: [] };
+    /** Each b and c run against the mean of its two neighbouring a runs (a / b, a / c). */
+    const pairs: Record<'b' | 'c', number[]> = { b: [], c: [] };
+    const rtt: Record<Mode, number[]> = { a: [], b: [], c: [] };
     const verified = new Set<string>([warmup.verified]);
-    const retransmits = { a: 0, b: 0 };
-    for (let phase = 0; phase < 2 * CYCLES + 1; phase++) {
-      const netwall = phase % 2 === 0;
-      if (phase > 0) await (netwall ? restoreTable() : deleteTable());
-      const { run, verified: v } = await measured(netwall ? `netwall (a${phase / 2 + 1})` : `baseline (b${(phase + 1) / 2})`, netwall);
+    const retransmits: Record<Mode, number> = { a: 0, b: 0, c: 0 };
+    const order: Mode[] = [];
+    for (let i = 0; i < 2 * CYCLES; i++) order.push('a', i % 2 === 0 ? 'b' : 'c');
+    order.push('a');
+    for (const [phase, mode] of order.entries()) {
+      if (phase > 0) await (mode === 'a' ? restoreTable() : deleteTable(mode === 'c'));
+      const { run, verified: v } = await measured(`${mode}${runs[mode].length + 1}`, mode);
       verified.add(v);
-      (netwall ? a : b).push(run.gbps);
-      retransmits[netwall ? 'a' : 'b'] += run.retransmits;
-      rtt[netwall ? 'a' : 'b'].push(...(await pingStats(lab, c1.ns, c2.address, PING_COUNT, onCpu('n1'))).rtts);
+      runs[mode].push(run.gbps);
+      retransmits[mode] += run.retransmits;
+      rtt[mode].push(...(await pingStats(lab, c1.ns, c2.address, PING_COUNT, onCpu('n1'))).rtts);
+    }
+    const aRuns = runs.a;
+    for (const [phase, mode] of order.entries()) {
+      if (mode === 'a') continue;
+      // a runs sit at the even phases: the one before this run is a[(phase - 1) / 2].
+      pairs[mode].push((aRuns[(phase - 1) / 2]! + aRuns[(phase + 1) / 2]!) / 2 / runs[mode][pairs[mode].length]!);
     }
 
     // ---- report
     const gb = (xs: number[]): string => `${median(xs).toFixed(3)} Gbit/s median (runs ${xs.map((x) => x.toFixed(3)).join(', ')})`;
-    /** Each b against the mean of its two neighbouring a runs. */
-    const pairs = b.map((x, i) => (a[i]! + a[i + 1]!) / 2 / x);
-    const pairRatio = median(pairs);
+    const quartiles = (xs: number[]): string => `quartiles ${percentile(xs, 25).toFixed(3)}–${percentile(xs, 75).toFixed(3)}`;
+    const ratio = median(pairs.b);
+    const overFloor = median(pairs.c);
     const rttText = (xs: number[]): string =>
       `min ${Math.min(...xs).toFixed(3)} / avg ${(xs.reduce((s2, x) => s2 + x, 0) / xs.length).toFixed(3)} / p50 ${percentile(xs, 50).toFixed(3)} / p99 ${percentile(xs, 99).toFixed(3)} ms (n=${xs.length})`;
+    const rttOver = (x: number[], y: number[]): string =>
+      `p50 ${((percentile(x, 50) - percentile(y, 50)) * 1000).toFixed(0)} µs, min ${((Math.min(...x) - Math.min(...y)) * 1000).toFixed(0)} µs`;
     out(`load average at start ${load.map((x) => x.toFixed(2)).join(' ')} (${cpus} CPUs; shared machine, other jobs may run alongside)`);
     out(`world: 2 nodes (wireguard-go, MTU 1420) on a veth+bridge underlay, 1 container each; iperf3 TCP ${SECONDS} s runs (+1 s omitted), ping -c ${PING_COUNT} -i 0.01 after each run`);
     out(
       pin
-        ? "CPUs: one per node, in both modes: n1's wireguard-go + the client (iperf3, ping) on CPU 0, n2's wireguard-go + the server on CPU 1"
+        ? "CPUs: one per node, in every mode: n1's wireguard-go + the client (iperf3, ping) on CPU 0, n2's wireguard-go + the server on CPU 1"
         : `CPUs: not pinned (${cpus < 2 ? 'one CPU' : '--no-pin'}): both nodes and both containers share every CPU`,
     );
     out(`underlay node→node (veth, no wg, no netwall), context: ${fmtRuns(underlay)}; rtt ${fmtPing(underlayPing)}`);
-    out(`order: 1 warm-up run (a, ${warmup.run.gbps.toFixed(3)} Gbit/s, not counted), then a b a b … a (${CYCLES} cycles): table deleted on both nodes before each b, reconciled back before each a; checked during each run (${[...verified].join(' / ')})`);
-    out(`netwall  (a) container→container over wg: ${gb(a)}; ${retransmits.a} retransmits`);
-    out(`baseline (b) same, no netwall table:     ${gb(b)}; ${retransmits.b} retransmits`);
     out(
-      `throughput ratio netwall/baseline: ${pairRatio.toFixed(3)} (median of ${pairs.length} per-pair ratios: each b against the mean of its neighbouring a runs; quartiles ${percentile(pairs, 25).toFixed(3)}–${percentile(pairs, 75).toFixed(3)})   (target >= 0.95: ${pairRatio >= 0.95 ? 'met' : 'NOT met'})`,
+      `order: 1 warm-up run (a, ${warmup.run.gbps.toFixed(3)} Gbit/s, not counted), then a b a c … a (${CYCLES} runs each of b and c): netwall table deleted on both nodes before each b and c (the floor table added for c), reconciled back before each a; checked during each run (${[...verified].join(' / ')})`,
     );
-    out(`per-pair ratios in run order: ${pairs.map((x) => x.toFixed(3)).join(', ')}; ratio of the medians ${(median(a) / median(b)).toFixed(3)}; drift last a / first a ${(a[a.length - 1]! / a[0]!).toFixed(3)}`);
-    out(`wg over veth vs veth alone: ${((median(b) / underlay.median) * 100).toFixed(1)} % of the underlay's throughput`);
+    out(`netwall  (a) container→container over wg: ${gb(runs.a)}; ${retransmits.a} retransmits`);
+    out(`baseline (b) same, no table at all:       ${gb(runs.b)}; ${retransmits.b} retransmits`);
+    out(`floor    (c) same, conntrack floor table: ${gb(runs.c)}; ${retransmits.c} retransmits`);
+    out(
+      `throughput ratio netwall/baseline: ${ratio.toFixed(3)} (median of ${pairs.b.length} per-pair ratios: each b against the mean of its neighbouring a runs; ${quartiles(pairs.b)})   (target >= 0.95: ${ratio >= 0.95 ? 'met' : 'NOT met'})`,
+    );
+    out(`throughput ratio netwall/floor:    ${overFloor.toFixed(3)} (median of ${pairs.c.length}, the same way; ${quartiles(pairs.c)}): what netwall's rules cost beyond connection tracking itself`);
+    out(`throughput ratio floor/baseline:   ${(ratio / overFloor).toFixed(3)} (the two medians above divided): what connection tracking alone costs here`);
+    out(
+      `per-pair ratios in run order: a/b ${pairs.b.map((x) => x.toFixed(3)).join(', ')}; a/c ${pairs.c.map((x) => x.toFixed(3)).join(', ')}; ratio of the medians a/b ${(median(runs.a) / median(runs.b)).toFixed(3)}, a/c ${(median(runs.a) / median(runs.c)).toFixed(3)}; drift last a / first a ${(aRuns[aRuns.length - 1]! / aRuns[0]!).toFixed(3)}`,
+    );
+    out(`wg over veth vs veth alone: ${((median(runs.b) / underlay.median) * 100).toFixed(1)} % of the underlay's throughput`);
     out(`rtt netwall  (a): ${rttText(rtt.a)}`);
     out(`rtt baseline (b): ${rttText(rtt.b)}`);
-    out(`rtt overhead netwall vs baseline: p50 ${((percentile(rtt.a, 50) - percentile(rtt.b, 50)) * 1000).toFixed(0)} µs, min ${((Math.min(...rtt.a) - Math.min(...rtt.b)) * 1000).toFixed(0)} µs`);
+    out(`rtt floor    (c): ${rttText(rtt.c)}`);
+    out(`rtt overhead netwall vs baseline: ${rttOver(rtt.a, rtt.b)}; floor vs baseline: ${rttOver(rtt.c, rtt.b)}`);
     out(`first reconcile (wireguard-go start, keys, peers, routes, table): n1 ${reconcileMs.n1.toFixed(0)} ms, n2 ${reconcileMs.n2.toFixed(0)} ms; table restore after delete (reconcile, per node): median ${median(restoreMs).toFixed(0)} ms (n=${restoreMs.length})`);
     if (wgExits.length > 0 || restoreNotes.length > 0) out(`WARNING: wireguard-go died during the run (${[...wgExits, ...restoreNotes].join('; ')}): later runs used a restarted interface`);
     out(`bench wall time: ${((performance.now() - started) / 1000).toFixed(0)} s   (budget < 180 s)`);
