@@ -7,6 +7,7 @@
  *                  for mesh exposures and RouterServer for tunnel exposures
  *   router-client  one RouterClient dialling the gateway's router server
  *   silent         a TCP app that accepts and never says anything
+ *   relay          a blind byte relay (the floor of a Node.js proxy)
  *   idle-clients   holds N idle TCP connections to an address, or runs the
  *                  fixed-rate load (`rate`: see fixedRate below)
  *
@@ -49,6 +50,7 @@ export type ChildCommand =
       maxConcurrentStreams: number;
     }
   | { cmd: 'start-silent'; port: number }
+  | { cmd: 'start-relay'; listen: { host: string; port: number }; source: string; target: { host: string; port: number } }
   | { cmd: 'open'; host: string; port: number; count: number }
   | { cmd: 'rate'; host: string; port: number; hostHeader: string; rate: number; seconds: number; connections: number }
   | { cmd: 'stats' }
@@ -137,6 +139,36 @@ async function handle(m: ChildCommand): Promise<unknown> {
       stats = () => ({ connections: sockets.size });
       stop = async () => {
         for (const s of sockets) s.destroy();
+        await new Promise<void>((r) => server.close(() => r()));
+      };
+      return { started: true };
+    }
+    case 'start-relay': {
+      // The floor of any Node.js proxy on this path: each client connection piped to its own
+      // upstream connection, bytes passed as they come. No parsing, routing, limits or headers.
+      const pairs = new Set<Socket>();
+      let connections = 0;
+      const server = net.createServer({ noDelay: true }, (client) => {
+        connections++;
+        const up = net.connect({ host: m.target.host, port: m.target.port, localAddress: m.source, noDelay: true });
+        pairs.add(client);
+        client.on('data', (d: Buffer) => void up.write(d));
+        up.on('data', (d: Buffer) => void client.write(d));
+        client.on('error', () => up.destroy());
+        up.on('error', () => client.destroy());
+        client.once('close', () => {
+          pairs.delete(client);
+          up.destroy();
+        });
+        up.once('close', () => client.destroy());
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ port: m.listen.port, host: m.listen.host, backlog: 4096 }, () => resolve());
+      });
+      stats = () => ({ connections, open: pairs.size });
+      stop = async () => {
+        for (const s of pairs) s.destroy();
         await new Promise<void>((r) => server.close(() => r()));
       };
       return { started: true };

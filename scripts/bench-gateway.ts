@@ -12,6 +12,11 @@
  * proxies. Modes, all driven by the same wrk settings in one run:
  *   direct   client → app:8080, routed through gw (ip_forward)
  *   nginx    nginx in gw (192.0.2.1:8081, upstream keepalive) → app:8080
+ *   relay    a blind Node.js byte relay in gw (192.0.2.1:8082): each client
+ *            connection piped to its own connection from 198.51.100.1 to
+ *            app:8080. Not a proxy (no Host routing, no forwarded headers, no
+ *            limits): the floor of Node's socket plumbing, which any proxy
+ *            written for Node pays on this path
  *   mesh     netwall's PublicGateway in gw (192.0.2.1:80, Host mesh.bench) with
  *            MeshUpstream: a TCP connection from 198.51.100.1 to app:8080
  *   tunnel   the same gateway process, Host tunnel.bench, RouterServer on
@@ -52,7 +57,7 @@ const SECONDS = 8;
 /** Unloaded latency: one connection, one request at a time. */
 const LOW_SECONDS = 3;
 const WARMUP_SECONDS = 2;
-/** Saturated runs in the order d n m t, then t m n d (drift shows as a difference between rounds). */
+/** Saturated runs in the order d n r m t, then t m r n d (drift shows as a difference between rounds). */
 const ROUNDS = 2;
 const FIXED_RATE = 5000;
 const FIXED_SECONDS = 10;
@@ -68,6 +73,7 @@ const APP_ADDR = '198.51.100.2';
 const APP_PORT = 8080;
 const SILENT_PORT = 9000;
 const NGINX_PORT = 8081;
+const RELAY_PORT = 8082;
 const GATEWAY_HTTP = 80;
 const IDLE_PUBLIC_PORT = 9000;
 const ROUTER_PORT = 7400;
@@ -77,8 +83,8 @@ const APP_BODY = 'hello from the app\n';
 const CHILD = fileURLToPath(new URL('./bench-gateway-child.ts', import.meta.url));
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 
-type Mode = 'direct' | 'nginx' | 'mesh' | 'tunnel';
-const MODES: Mode[] = ['direct', 'nginx', 'mesh', 'tunnel'];
+type Mode = 'direct' | 'nginx' | 'relay' | 'mesh' | 'tunnel';
+const MODES: Mode[] = ['direct', 'nginx', 'relay', 'mesh', 'tunnel'];
 
 // ---------------------------------------------------------------- load generators
 
@@ -410,6 +416,8 @@ async function main(): Promise<void> {
       tenant: TENANT,
       meshSource: GW_MESH,
     });
+    const relay = await Child.start(children, ns.gw, 'relay', 'relay');
+    await relay.request({ cmd: 'start-relay', listen: { host: GW_PUBLIC, port: RELAY_PORT }, source: GW_MESH, target: { host: APP_ADDR, port: APP_PORT } });
     const silent = await Child.start(children, ns.app, 'silent', 'silent app');
     await silent.request({ cmd: 'start-silent', port: SILENT_PORT });
     const gwTarget = { host: 'gw1', meshAddress: GW_MESH, routerPort: ROUTER_PORT };
@@ -438,6 +446,7 @@ async function main(): Promise<void> {
     const urls: Record<Mode, { url: string; host?: string }> = {
       direct: { url: `http://${APP_ADDR}:${APP_PORT}/` },
       nginx: { url: `http://${GW_PUBLIC}:${NGINX_PORT}/` },
+      relay: { url: `http://${GW_PUBLIC}:${RELAY_PORT}/` },
       mesh: { url: `http://${GW_PUBLIC}:${GATEWAY_HTTP}/`, host: 'mesh.bench' },
       tunnel: { url: `http://${GW_PUBLIC}:${GATEWAY_HTTP}/`, host: 'tunnel.bench' },
     };
@@ -461,6 +470,7 @@ async function main(): Promise<void> {
     const proxyPids: Record<Mode, () => number[]> = {
       direct: () => [],
       nginx: () => withChildren(proxyNginx.pid!),
+      relay: () => [relay.pid],
       mesh: () => [gateway.pid],
       tunnel: () => [gateway.pid, rcWeb.pid],
     };
@@ -469,8 +479,8 @@ async function main(): Promise<void> {
     // ---- warm-up (JIT, connection pools), then the measured rounds
     for (const m of MODES) await wrk(m, CONNECTIONS, WARMUP_SECONDS);
     progress('warm-up done');
-    const runs: Record<Mode, (WrkResult & { cpuUs: number; userUs: number; appCpuUs: number })[]> = { direct: [], nginx: [], mesh: [], tunnel: [] };
-    const low: Record<Mode, WrkResult[]> = { direct: [], nginx: [], mesh: [], tunnel: [] };
+    const runs: Record<Mode, (WrkResult & { cpuUs: number; userUs: number; appCpuUs: number })[]> = { direct: [], nginx: [], relay: [], mesh: [], tunnel: [] };
+    const low: Record<Mode, WrkResult[]> = { direct: [], nginx: [], relay: [], mesh: [], tunnel: [] };
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? MODES : [...MODES].reverse();
       for (const m of order) {
@@ -559,8 +569,8 @@ async function main(): Promise<void> {
     const padL = (s: string, n: number): string => s.padStart(n);
 
     out(`load average at start ${load.map((x) => x.toFixed(2)).join(' ')} (${cpus} CPUs, shared by wrk, the proxy, the app and the router client; shared machine, other jobs may run alongside)`);
-    out(`topology: client ${CLIENT_ADDR} —veth— gw ${GW_PUBLIC} | ${GW_MESH} —veth— app ${APP_ADDR}; app = nginx (1 worker, return 200, ${APP_BODY.length}-byte body); reference proxy = nginx (1 worker, upstream keepalive)`);
-    out(`load: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s keep-alive, ${ROUNDS} rounds (d n m t, then t m n d) after a ${WARMUP_SECONDS} s warm-up each; unloaded latency: wrk -c1 -d${LOW_SECONDS}s after each run`);
+    out(`topology: client ${CLIENT_ADDR} —veth— gw ${GW_PUBLIC} | ${GW_MESH} —veth— app ${APP_ADDR}; app = nginx (1 worker, return 200, ${APP_BODY.length}-byte body); reference proxy = nginx (1 worker, upstream keepalive); relay = a blind Node.js byte relay, one upstream connection per client connection (no HTTP at all: the floor of a Node proxy)`);
+    out(`load: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s keep-alive, ${ROUNDS} rounds (d n r m t, then t m r n d) after a ${WARMUP_SECONDS} s warm-up each; unloaded latency: wrk -c1 -d${LOW_SECONDS}s after each run`);
     out('');
     out(`${pad('mode', 8)} ${padL('req/s', 8)} ${padL('(runs)', 16)} ${padL('p50', 9)} ${padL('p99', 9)} ${padL('c1 p50', 9)} ${padL('c1 p99', 9)} ${padL('errors', 6)} ${padL('proxy CPU/req (user)', 22)} ${padL('app CPU/req', 11)}`);
     for (const m of MODES) {
@@ -579,11 +589,15 @@ async function main(): Promise<void> {
         `${m}: req/s ${f2(ratio)} x nginx (target >= 0.8: ${verdict(ratio >= 0.8)}); p50 overhead vs direct ${ms(over)} at ${CONNECTIONS} connections (target <= 1 ms: ${verdict(over <= 1)}), ${ms(overLow)} unloaded (1 connection); nginx's own: ${ms(p50('nginx') - p50('direct'))} / ${ms(lowP50('nginx') - lowP50('direct'))}`,
       );
     }
+    out(
+      `relay (Node.js floor, no HTTP work): req/s ${f2(rps('relay') / rps('nginx'))} x nginx, ${f1(mean(runs.relay.map((r) => r.cpuUs)))} µs CPU/req (${f1(mean(runs.relay.map((r) => r.userUs)))} user); mesh ${f2(rps('mesh') / rps('relay'))} x relay, tunnel ${f2(rps('tunnel') / rps('relay'))} x relay`,
+    );
     out('');
     out(`fixed ${FIXED_RATE} req/s, open loop over ${FIXED_CONNECTIONS} keep-alive connections (tunnel ${FIXED_SECONDS} s, the others ${FIXED_OTHER_SECONDS} s); latency from each request's scheduled time (from its write in brackets):`);
     out(`${pad('mode', 8)} ${padL('answered/s', 10)} ${padL('answered', 14)} ${padL('last at', 8)} ${padL('p50', 10)} ${padL('p99', 10)} ${padL('max', 10)} ${padL('[p50', 10)} ${padL('p99]', 10)} ${padL('errors', 6)} ${padL('non-200', 7)}`);
     for (const m of MODES) {
-      const r = fixedAt[m]!;
+      const r = fixedAt[m];
+      if (!r) continue;
       out(
         `${pad(m, 8)} ${padL(String(Math.round(r.achieved)), 10)} ${padL(`${r.ok}/${r.scheduled}`, 14)} ${padL(`${r.elapsed.toFixed(1)} s`, 8)} ${padL(ms(r.p50), 10)} ${padL(ms(r.p99), 10)} ${padL(ms(r.max), 10)} ${padL(`[${ms(r.p50Sent)}`, 10)} ${padL(`${ms(r.p99Sent)}]`, 10)} ${padL(String(r.errors), 6)} ${padL(String(r.non200), 7)}`,
       );
