@@ -4,7 +4,7 @@
  * own framing) and the response head back to the client.
  */
 import type { ConnInfo } from './core.js';
-import type { RequestHead, ResponseHead } from './http1.js';
+import { bytesAre, FIELD_STRIDE, FieldAt, type RequestHead, type ResponseHead } from './http1.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1), proxy-only ones and framing the gateway writes itself: never forwarded either way. */
 const HOP_BY_HOP = new Set([
@@ -19,11 +19,6 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/** Headers the gateway sets itself; a client's copies are dropped (XFF and Forwarded are appended to instead). */
-const OWN = new Set(['x-forwarded-proto', 'x-forwarded-host', 'expect']);
-
-/** Never dropped because a client names them in Connection: routing and body framing depend on them. */
-const FRAMING = new Set(['host', 'content-length']);
 
 /** Headers of an upstream response that the 101 to an upgrade keeps (the handshake needs them). */
 const UPGRADE_KEEP = new Set(['connection', 'upgrade']);
@@ -49,78 +44,73 @@ function forwardedHost(host: string): string {
   return lastHostValue;
 }
 
-/** A head (latin1 text) and the bytes that follow it, as one buffer: one write, one allocation. */
-export function headWith(head: string, body: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(head.length + body.length);
-  out.write(head, 0, 'latin1');
-  body.copy(out, head.length);
-  return out;
+/** Lower-cased hop-by-hop names by length, for the byte comparisons of responseHeadBytes. */
+const HOP_BY_HOP_BY_LENGTH = new Map<number, string[]>();
+for (const name of HOP_BY_HOP) HOP_BY_HOP_BY_LENGTH.set(name.length, [...(HOP_BY_HOP_BY_LENGTH.get(name.length) ?? []), name]);
+
+function isHopByHop(raw: Buffer, name: number, colon: number): boolean {
+  const candidates = HOP_BY_HOP_BY_LENGTH.get(colon - name);
+  if (candidates === undefined) return false;
+  for (const h of candidates) if (bytesAre(raw, name, colon, h)) return true;
+  return false;
 }
 
-/**
- * The request head sent to the entry point: the client's end-to-end fields
- * (order and case kept; hop-by-hop ones and those it names in Connection
- * dropped), then X-Forwarded-For and Forwarded appended to (a client's own
- * entries stay first; the gateway's is last, the only one an entry point
- * should trust), X-Forwarded-Proto/Host set, the gateway's framing and
- * Connection.
- */
-export function forwardHead(req: RequestHead, info: ConnInfo, upgrade: boolean): string {
-  const raw = req.headers;
-  const tokens = req.connection;
-  let out = `${req.method} ${req.target} HTTP/1.1\r\n`;
-  let xff = '';
-  let fwd = '';
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    const value = raw[i + 1]!;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || OWN.has(lower) || (tokens.size > 0 && tokens.has(lower) && !FRAMING.has(lower))) continue;
-    if (lower === 'x-forwarded-for') {
-      xff += `${value}, `;
-      continue;
-    }
-    if (lower === 'forwarded') {
-      fwd += `${value}, `;
-      continue;
-    }
-    out += `${name}: ${value}\r\n`;
-  }
-  const host = req.host ?? info.sni ?? '';
-  const client = info.client.address;
-  out += `X-Forwarded-For: ${xff}${client}\r\nX-Forwarded-Proto: ${info.proto}\r\n`;
-  if (host) out += `X-Forwarded-Host: ${host}\r\n`;
-  out += `Forwarded: ${fwd}for=${forwardedNode(client)};${host ? `host=${forwardedHost(host)};` : ''}proto=${info.proto}\r\n`;
-  if (req.framing === 'chunked') out += 'Transfer-Encoding: chunked\r\n';
-  if (upgrade && req.upgrade !== null) out += `Connection: Upgrade\r\nUpgrade: ${req.upgrade}\r\n\r\n`;
-  else out += 'Connection: keep-alive\r\n\r\n';
-  return out;
-}
+
+const TRANSFER_CHUNKED = Buffer.from('Transfer-Encoding: chunked\r\n', 'latin1');
+const END_CLOSE = Buffer.from('Connection: close\r\n\r\n', 'latin1');
+const END_KEEP_ALIVE = Buffer.from('Connection: keep-alive\r\n\r\n', 'latin1');
+const END = Buffer.from('\r\n', 'latin1');
+const STATUS_PREFIX = Buffer.from('HTTP/1.1 ', 'latin1');
+const SEPARATOR = Buffer.from(': ', 'latin1');
 
 /**
- * The response head relayed to the client: the upstream's status and
- * end-to-end fields, hop-by-hop ones dropped, the gateway's own framing and
- * Connection (`framing` is how the body goes to the client).
+ * The response head relayed to the client, and `body` after it, as one
+ * buffer: the upstream's status and end-to-end fields copied as received
+ * (hop-by-hop ones and those its Connection names dropped, OWS around a value
+ * normalised to one space after the colon), then the gateway's own framing
+ * and Connection (`framing` is how the body goes to the client).
  */
-export function responseHead(res: ResponseHead, framing: 'none' | 'length' | 'chunked' | 'close', close: boolean, keepAlive10: boolean): string {
-  const raw = res.headers;
-  const tokens = res.connection;
-  let out = `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
-  let lengthWritten = false;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || (tokens.size > 0 && tokens.has(lower))) continue;
-    if (lower === 'content-length') {
+export function responseHeadBytes(
+  res: ResponseHead,
+  framing: 'none' | 'length' | 'chunked' | 'close',
+  close: boolean,
+  keepAlive10: boolean,
+  body: Buffer | null = null,
+): Buffer {
+  const { raw, fields, statusLineEnd } = res;
+  const named = res.connection.size > 0 ? res.connection : null;
+  const dropLength = framing === 'chunked' || framing === 'close';
+  // Pass 1: which fields go out, and the size.
+  const kept: number[] = [];
+  let lengthKept = false;
+  let size = STATUS_PREFIX.length + 3 + 1 + Math.max(0, statusLineEnd - 13) + 2;
+  for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
+    const name = fields[i + FieldAt.Name]!;
+    const colon = fields[i + FieldAt.Colon]!;
+    if (isHopByHop(raw, name, colon)) continue;
+    if (named !== null && isNamed(named, raw, name, colon)) continue;
+    if (bytesAre(raw, name, colon, 'content-length')) {
       // Repeats were checked equal; one is enough. A re-framed body has none.
-      if (lengthWritten || framing === 'chunked' || framing === 'close') continue;
-      lengthWritten = true;
+      if (lengthKept || dropLength) continue;
+      lengthKept = true;
     }
-    out += `${name}: ${raw[i + 1]!}\r\n`;
+    kept.push(i);
+    size += fieldSize(fields, i);
   }
-  if (framing === 'chunked') out += 'Transfer-Encoding: chunked\r\n';
-  if (close) out += 'Connection: close\r\n\r\n';
-  else out += keepAlive10 ? 'Connection: keep-alive\r\n\r\n' : '\r\n';
+  const tail = close ? END_CLOSE : keepAlive10 ? END_KEEP_ALIVE : END;
+  size += (framing === 'chunked' ? TRANSFER_CHUNKED.length : 0) + tail.length + (body?.length ?? 0);
+  // Pass 2: copy.
+  const out = Buffer.allocUnsafe(size);
+  let at = copyBytes(STATUS_PREFIX, 0, STATUS_PREFIX.length, out, 0);
+  at = copyBytes(raw, 9, 12, out, at);
+  out[at++] = 32;
+  if (statusLineEnd > 13) at = copyBytes(raw, 13, statusLineEnd, out, at);
+  out[at++] = 13;
+  out[at++] = 10;
+  at = copyFields(raw, fields, kept, out, at);
+  if (framing === 'chunked') at = copyBytes(TRANSFER_CHUNKED, 0, TRANSFER_CHUNKED.length, out, at);
+  at = copyBytes(tail, 0, tail.length, out, at);
+  if (body !== null) body.copy(out, at);
   return out;
 }
 
@@ -135,3 +125,139 @@ export function switchingHead(res: ResponseHead): string {
   return `${out}\r\n`;
 }
 
+
+/** A kept field's size on the way out: `name: value` CRLF. */
+/**
+ * Copy src[from, to) into dst at `at`; returns the offset after it. Heads are
+ * copied in short pieces, for which a loop beats Buffer#copy (a subarray and
+ * a TypedArray#set per call).
+ */
+function copyBytes(src: Buffer, from: number, to: number, dst: Buffer, at: number): number {
+  if (to - from > 64) return at + src.copy(dst, at, from, to);
+  for (let i = from; i < to; i++) dst[at++] = src[i]!;
+  return at;
+}
+
+function fieldSize(fields: readonly number[], i: number): number {
+  return fields[i + FieldAt.Colon]! - fields[i + FieldAt.Name]! + 2 + fields[i + FieldAt.ValueEnd]! - fields[i + FieldAt.ValueStart]! + 2;
+}
+
+/** Copy the `kept` fields of `raw` into `out` at `at` as `name: value` CRLF (one copy when the line already is); returns the new offset. */
+function copyFields(raw: Buffer, fields: readonly number[], kept: readonly number[], out: Buffer, at: number): number {
+  for (const i of kept) {
+    const name = fields[i + FieldAt.Name]!;
+    const colon = fields[i + FieldAt.Colon]!;
+    const vs = fields[i + FieldAt.ValueStart]!;
+    const ve = fields[i + FieldAt.ValueEnd]!;
+    if (vs === colon + 2 && raw[colon + 1] === 32 && ve === fields[i + FieldAt.LineEnd]) {
+      at = copyBytes(raw, name, ve + 2, out, at); // the line as received, with its CRLF
+    } else {
+      at = copyBytes(raw, name, colon, out, at);
+      at = copyBytes(SEPARATOR, 0, SEPARATOR.length, out, at);
+      at = copyBytes(raw, vs, ve, out, at);
+      out[at++] = 13;
+      out[at++] = 10;
+    }
+  }
+  return at;
+}
+
+/** The field name raw[name, colon) is one of the (lower-case) options a Connection field named. */
+function isNamed(options: ReadonlySet<string>, raw: Buffer, name: number, colon: number): boolean {
+  for (const o of options) {
+    if (o.length !== colon - name) continue;
+    let i = 0;
+    while (i < o.length) {
+      const b = raw[name + i]!;
+      if ((b >= 65 && b <= 90 ? b + 32 : b) !== o.charCodeAt(i)) break;
+      i++;
+    }
+    if (i === o.length) return true;
+  }
+  return false;
+}
+
+const REQUEST_VERSION = Buffer.from(' HTTP/1.1\r\n', 'latin1');
+
+/** The gateway's own fields after a request's end-to-end ones, for a connection's last Host (a client rarely changes it). */
+const suffixCache = new WeakMap<ConnInfo, { host: string; bytes: Buffer }>();
+
+/**
+ * The request head sent to the entry point, and `body` after it, as one
+ * buffer: the request line (version HTTP/1.1), the client's end-to-end fields
+ * as received (hop-by-hop ones and those it names in Connection dropped), then
+ * X-Forwarded-For and Forwarded appended to (a client's own entries stay
+ * first; the gateway's is last, the only one an entry point should trust),
+ * X-Forwarded-Proto/Host set, the gateway's framing and Connection.
+ */
+export function forwardHeadBytes(req: RequestHead, info: ConnInfo, upgrade: boolean, body: Buffer | null = null): Buffer {
+  const { raw, fields } = req;
+  const named = req.connection.size > 0 ? req.connection : null;
+  const kept: number[] = [];
+  let xff = '';
+  let fwd = '';
+  let size = req.targetEnd + REQUEST_VERSION.length;
+  for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
+    const name = fields[i + FieldAt.Name]!;
+    const colon = fields[i + FieldAt.Colon]!;
+    if (isHopByHop(raw, name, colon) || isOwn(raw, name, colon)) continue;
+    if (named !== null && !isFraming(raw, name, colon) && isNamed(named, raw, name, colon)) continue;
+    if (bytesAre(raw, name, colon, 'x-forwarded-for')) {
+      xff += `${raw.toString('latin1', fields[i + FieldAt.ValueStart]!, fields[i + FieldAt.ValueEnd]!)}, `;
+      continue;
+    }
+    if (bytesAre(raw, name, colon, 'forwarded')) {
+      fwd += `${raw.toString('latin1', fields[i + FieldAt.ValueStart]!, fields[i + FieldAt.ValueEnd]!)}, `;
+      continue;
+    }
+    kept.push(i);
+    size += fieldSize(fields, i);
+  }
+  const suffix = forwardSuffix(req, info, upgrade, xff, fwd);
+  size += suffix.length + (body?.length ?? 0);
+  const out = Buffer.allocUnsafe(size);
+  let at = copyBytes(raw, 0, req.targetEnd, out, 0);
+  at = copyBytes(REQUEST_VERSION, 0, REQUEST_VERSION.length, out, at);
+  at = copyFields(raw, fields, kept, out, at);
+  at = copyBytes(suffix, 0, suffix.length, out, at);
+  if (body !== null) body.copy(out, at);
+  return out;
+}
+
+/** X-Forwarded-*, Forwarded, framing and Connection, as bytes (cached per connection for the plain case). */
+function forwardSuffix(req: RequestHead, info: ConnInfo, upgrade: boolean, xff: string, fwd: string): Buffer {
+  const host = req.host ?? info.sni ?? '';
+  const plain = xff === '' && fwd === '' && req.framing !== 'chunked' && !(upgrade && req.upgrade !== null);
+  if (plain) {
+    const cached = suffixCache.get(info);
+    if (cached !== undefined && cached.host === host) return cached.bytes;
+  }
+  const client = info.client.address;
+  let out = `X-Forwarded-For: ${xff}${client}\r\nX-Forwarded-Proto: ${info.proto}\r\n`;
+  if (host) out += `X-Forwarded-Host: ${host}\r\n`;
+  out += `Forwarded: ${fwd}for=${forwardedNode(client)};${host ? `host=${forwardedHost(host)};` : ''}proto=${info.proto}\r\n`;
+  if (req.framing === 'chunked') out += 'Transfer-Encoding: chunked\r\n';
+  if (upgrade && req.upgrade !== null) out += `Connection: Upgrade\r\nUpgrade: ${req.upgrade}\r\n\r\n`;
+  else out += 'Connection: keep-alive\r\n\r\n';
+  const bytes = Buffer.from(out, 'latin1');
+  if (plain) suffixCache.set(info, { host, bytes });
+  return bytes;
+}
+
+function isOwn(raw: Buffer, name: number, colon: number): boolean {
+  switch (colon - name) {
+    case 6:
+      return bytesAre(raw, name, colon, 'expect');
+    case 16:
+      return bytesAre(raw, name, colon, 'x-forwarded-host');
+    case 17:
+      return bytesAre(raw, name, colon, 'x-forwarded-proto');
+    default:
+      return false;
+  }
+}
+
+/** Routing and body framing depend on these: never dropped because a client names them in Connection. */
+function isFraming(raw: Buffer, name: number, colon: number): boolean {
+  return bytesAre(raw, name, colon, 'host') || bytesAre(raw, name, colon, 'content-length');
+}

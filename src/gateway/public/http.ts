@@ -37,13 +37,13 @@ import {
   CRLFCRLF,
   HttpParseError,
   LAST_CHUNK,
-  parseRequestHead,
-  parseResponseHead,
+  scanRequestHead,
+  scanResponseHead,
   type RequestHead,
   type ResponseHead,
 } from './http1.js';
 import type { RejectReason } from './metrics.js';
-import { forwardHead, headWith, responseHead, switchingHead } from './http-heads.js';
+import { forwardHeadBytes, responseHeadBytes, switchingHead } from './http-heads.js';
 import { exposureKey, hostFromHeader, normalizeHostname } from './routes.js';
 import { splice } from './splice.js';
 
@@ -195,6 +195,8 @@ class HttpConnection {
   private exchanges = 0;
   /** Start of the wait for the current head (connection start or end of the last response). */
   private headSince = performance.now();
+  /** performance.now() as of the event being handled (read once per event, not per use). */
+  private now = this.headSince;
   /** Last byte either way during an exchange. */
   private last = this.headSince;
   private clientEnded = false;
@@ -226,13 +228,14 @@ class HttpConnection {
   // ------------------------------------------------------------ client side
 
   private readonly onClientData = (chunk: Buffer): void => {
+    this.now = performance.now();
     switch (this.phase) {
       case 'head':
         this.pending = append(this.pending, chunk);
         this.parseHeads();
         return;
       case 'exchange':
-        this.last = performance.now();
+        this.last = this.now;
         if (!this.ex!.reqDone) this.feedBody(chunk);
         else this.hold(chunk);
         return;
@@ -315,7 +318,7 @@ class HttpConnection {
   private readonly onTick = (): void => {
     if (this.phase === 'closed' || this.phase === 'upgraded') return;
     const { limits, metrics } = this.core;
-    const now = performance.now();
+    const now = (this.now = performance.now());
     if (this.phase === 'head') {
       const waited = now - this.headSince;
       const partial = this.pending !== null && this.pending.length > 0;
@@ -382,7 +385,7 @@ class HttpConnection {
       }
       let req: RequestHead;
       try {
-        req = parseRequestHead(buf.toString('latin1', 0, at));
+        req = scanRequestHead(buf, at);
       } catch (err) {
         if (!(err instanceof HttpParseError)) throw err;
         metrics.reject('bad_request');
@@ -426,7 +429,7 @@ class HttpConnection {
     const { limits } = this.core;
     this.phase = 'exchange';
     this.exchanges++;
-    this.last = performance.now();
+    this.last = this.now;
     const ex: Exchange = {
       req,
       exposure: null,
@@ -466,6 +469,7 @@ class HttpConnection {
     this.phase = 'opening';
     this.core.openStream(ex.exposure!, this.info.client).then(
       (stream) => {
+        this.now = performance.now();
         if (this.ex !== ex || this.phase !== 'opening') {
           stream.close();
           return;
@@ -474,6 +478,7 @@ class HttpConnection {
         this.send(stream);
       },
       (err: unknown) => {
+        this.now = performance.now();
         if (this.ex !== ex || this.phase !== 'opening') return;
         this.phase = 'exchange';
         this.refuse(err instanceof Rejection ? err.reason : 'upstream_unavailable');
@@ -487,7 +492,7 @@ class HttpConnection {
     this.idle = null;
     if (!idle) return null;
     const d = idle.stream.duplex;
-    const fresh = performance.now() - idle.since < this.core.limits.upstreamKeepAliveMs;
+    const fresh = this.now - idle.since < this.core.limits.upstreamKeepAliveMs;
     if (idle.stream.key === key && fresh && !d.destroyed && d.writable && !d.readableEnded) return idle.stream;
     idle.stream.close();
     return null;
@@ -504,7 +509,7 @@ class HttpConnection {
     // Expect: 100-continue is answered here, once the request is routed,
     // within limits and has a stream, so a refused client never sends its body.
     if (ex.req.expectContinue && !ex.reqDone) this.socket.write('HTTP/1.1 100 Continue\r\n\r\n');
-    const head = forwardHead(ex.req, this.info, ex.req.upgrade !== null);
+    const upgrade = ex.req.upgrade !== null;
     const pending = this.pending;
     this.pending = null;
     if (ex.req.framing === 'length' && pending !== null) {
@@ -516,9 +521,9 @@ class HttpConnection {
       ex.bodyBytes += n;
       metrics.bytes(ex.key, n, 0);
       if (ex.bodyLeft === 0) ex.reqDone = true;
-      this.writeUp(headWith(head, body));
+      this.writeUp(forwardHeadBytes(ex.req, this.info, upgrade, body));
     } else {
-      this.writeUp(head);
+      this.writeUp(forwardHeadBytes(ex.req, this.info, upgrade));
       if (pending !== null) {
         if (ex.reqDone) this.pending = pending;
         else this.feedBody(pending);
@@ -626,7 +631,7 @@ class HttpConnection {
   private onUpData(chunk: Buffer): void {
     const ex = this.ex!;
     ex.responded = true;
-    this.last = performance.now();
+    this.last = this.now = performance.now();
     if (ex.res === 'head') {
       ex.resBuf = append(ex.resBuf, chunk);
       this.parseResponse();
@@ -648,7 +653,7 @@ class HttpConnection {
       }
       let res: ResponseHead;
       try {
-        res = parseResponseHead(buf.toString('latin1', 0, at), ex.req.method);
+        res = scanResponseHead(buf, at, ex.req.method);
       } catch (err) {
         if (!(err instanceof HttpParseError)) throw err;
         this.upstreamFailed();
@@ -677,20 +682,20 @@ class HttpConnection {
       if (toClient === 'close' || req.upgrade !== null || !ex.reqDone || (this.clientEnded && !this.holdsHead())) ex.closeAfter = true;
       if (res.framing === 'length') ex.resLeft = res.contentLength;
       if (res.framing === 'chunked') ex.resDecoder = new ChunkedDecoder();
-      const head = responseHead(res, toClient, ex.closeAfter, !ex.closeAfter && req.minor === 0);
+      const keepAlive10 = !ex.closeAfter && req.minor === 0;
       ex.headSent = true;
       if (res.framing === 'none') {
-        this.writeClient(head);
+        this.writeClient(responseHeadBytes(res, toClient, ex.closeAfter, keepAlive10));
         if (rest.length > 0) ex.stream!.close(); // bytes after a bodyless response: out of step, never reused
         this.responseDone();
       } else if (res.framing === 'length' && rest.length <= ex.resLeft) {
         // The usual case: the head and the whole (small) body in one write.
         ex.resLeft -= rest.length;
         this.core.metrics.bytes(ex.key, 0, rest.length);
-        this.writeClient(rest.length > 0 ? headWith(head, rest) : head);
+        this.writeClient(responseHeadBytes(res, toClient, ex.closeAfter, keepAlive10, rest.length > 0 ? rest : null));
         if (ex.resLeft === 0) this.responseDone();
       } else {
-        this.writeClient(head);
+        this.writeClient(responseHeadBytes(res, toClient, ex.closeAfter, keepAlive10));
         if (rest.length > 0) this.relay(rest);
       }
       return;
@@ -752,6 +757,7 @@ class HttpConnection {
 
   /** The upstream ended (`clean`) or closed while this exchange used it. */
   private onUpGone(clean: boolean): void {
+    this.now = performance.now();
     const ex = this.ex!;
     if (ex.res === 'done') {
       ex.stream?.close();
@@ -807,7 +813,7 @@ class HttpConnection {
       return;
     }
     this.phase = 'head';
-    this.headSince = performance.now();
+    this.headSince = this.now;
     if (this.pending !== null) this.parseHeads();
     if (this.phase !== 'head') return;
     if (this.clientEnded) this.closeClient(); // what is left is at most a partial head that can never complete
@@ -823,7 +829,7 @@ class HttpConnection {
     }
     if (d.isPaused()) d.resume();
     this.idle?.stream.close();
-    this.idle = { stream, since: performance.now() };
+    this.idle = { stream, since: this.now };
   }
 
   /** Answer the current exchange with the gateway's own refusal. */

@@ -24,10 +24,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /* eslint-disable no-control-regex */
 /** Field values: HTAB, SP, VCHAR and obs-text only. */
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
-/** request-target: no whitespace, no controls. */
-const BAD_TARGET = /[\x00-\x20\x7f]/;
 /* eslint-enable no-control-regex */
-const DIGITS = /^[0-9]{1,15}$/;
 const HEX = /^[0-9A-Fa-f]{1,12}$/;
 
 export const CRLF = Buffer.from('\r\n', 'latin1');
@@ -52,6 +49,12 @@ interface CommonHead {
 export interface RequestHead extends CommonHead {
   method: string;
   target: string;
+  /** The head's bytes as received (the request line first; a CRLF follows every line, the last one's included). */
+  raw: Buffer;
+  /** `method SP request-target` is raw[0, targetEnd). */
+  targetEnd: number;
+  /** Each field's offsets in `raw`, FIELD_STRIDE numbers per field (see FieldAt). */
+  fields: readonly number[];
   /** The Host field as sent, or undefined. */
   host: string | undefined;
   framing: 'none' | 'length' | 'chunked';
@@ -67,7 +70,21 @@ export interface ResponseHead extends CommonHead {
   reason: string;
   /** The upstream will take another request on this connection after this response. */
   keepAlive: boolean;
+  /** The head's bytes as received (the status line first; a CRLF follows every line, the last one's included). */
+  raw: Buffer;
+  /** Where the status line ends in `raw` (its CR). */
+  statusLineEnd: number;
+  /** Each field's offsets in `raw`, FIELD_STRIDE numbers per field (see FieldAt). */
+  fields: readonly number[];
 }
+
+/**
+ * Offsets of one field in a scanned head, relative to its first number in
+ * `fields`: the name's first byte, the colon (the name ends there), the value
+ * without the whitespace around it [ValueStart, ValueEnd), the line's CR.
+ */
+export const FieldAt = { Name: 0, Colon: 1, ValueStart: 2, ValueEnd: 3, LineEnd: 4 } as const;
+export const FIELD_STRIDE = 5;
 
 function trimOws(v: string): string {
   let a = 0;
@@ -77,165 +94,331 @@ function trimOws(v: string): string {
   return a === 0 && b === v.length ? v : v.slice(a, b);
 }
 
-function version(v: string): 0 | 1 {
-  if (v === 'HTTP/1.1') return 1;
-  if (v === 'HTTP/1.0') return 0;
-  throw new HttpParseError(`unsupported version ${JSON.stringify(v.slice(0, 16))}`);
+
+/** Most messages name nothing in Connection: they share this one. */
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
+/**
+ * A request head: `text` is the latin1 text before the blank line (the
+ * CRLFCRLF itself excluded; leading empty lines already skipped). For tests
+ * and tools: the gateway scans the bytes (scanRequestHead).
+ */
+export function parseRequestHead(text: string): RequestHead {
+  return scanRequestHead(Buffer.from(`${text}\r\n\r\n`, 'latin1'), text.length);
 }
 
-/** Fields after the start line: name/value pairs, checked, plus what framing needs. */
-/** Most messages name nothing in Connection: they share this one (allocations are most of a head's cost). */
-const NO_TOKENS: ReadonlySet<string> = new Set();
-const NONE: readonly string[] = [];
+/** A response head to a request with `method` (HEAD responses have no body whatever they declare): `text` as scanResponseHead reads it, for tests and tools. */
+export function parseResponseHead(text: string, method: string): ResponseHead {
+  return scanResponseHead(Buffer.from(`${text}\r\n\r\n`, 'latin1'), text.length, method);
+}
 
-interface Fields {
-  headers: string[];
+// ------------------------------------------------------------ response heads, on the bytes
+
+/**
+ * Response heads are read on the bytes, never turned into strings: every
+ * exchange parses one and writes it back out (a few µs per request as
+ * strings, most of the gateway's own work), and what goes back out is the
+ * received lines minus the hop-by-hop ones. The checks are those of the
+ * request parser: token names, values of HTAB, SP, VCHAR and obs-text, CRLF
+ * line ends only.
+ */
+const TCHAR = byteClass("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+const VALUE_BYTE = (() => {
+  const t = new Uint8Array(256);
+  t[9] = 1;
+  for (let c = 0x20; c <= 0xff; c++) if (c !== 0x7f) t[c] = 1;
+  return t;
+})();
+
+function byteClass(chars: string): Uint8Array {
+  const t = new Uint8Array(256);
+  for (let i = 0; i < chars.length; i++) t[chars.charCodeAt(i)] = 1;
+  return t;
+}
+
+/**
+ * `buf[start, end)` is `lower` in any ASCII case. `lower` holds lower-case
+ * letters and `-` only: OR-ing 0x20 maps exactly the letters' two cases onto
+ * the lower one, and `-` only from itself or a CR (never in a name or value).
+ */
+export function bytesAre(buf: Buffer, start: number, end: number, lower: string): boolean {
+  if (end - start !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) if ((buf[start + i]! | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
+function sameBytes(buf: Buffer, a: number, aEnd: number, b: number, bEnd: number): boolean {
+  if (aEnd - a !== bEnd - b) return false;
+  for (let i = 0; i < aEnd - a; i++) if (buf[a + i] !== buf[b + i]) return false;
+  return true;
+}
+
+/** The Connection options nearly every message names alone: shared, never changed. */
+const ONLY_KEEP_ALIVE: ReadonlySet<string> = new Set(['keep-alive']);
+const ONLY_CLOSE: ReadonlySet<string> = new Set(['close']);
+
+/** The options of one more Connection field (`buf[start, end)`), added to `before`. */
+function connectionBytes(buf: Buffer, start: number, end: number, before: ReadonlySet<string>): ReadonlySet<string> {
+  if (before === NO_TOKENS) {
+    if (bytesAre(buf, start, end, 'keep-alive')) return ONLY_KEEP_ALIVE;
+    if (bytesAre(buf, start, end, 'close')) return ONLY_CLOSE;
+  }
+  const tokens = new Set(before);
+  for (const t of buf.toString('latin1', start, end).split(',')) {
+    const tok = trimOws(t).toLowerCase();
+    if (tok) tokens.add(tok);
+  }
+  return tokens.size === 0 ? NO_TOKENS : tokens;
+}
+
+/** Content-Length values (`[start, end)` pairs): the length, when they are plain digits and all equal. */
+function contentLengthBytes(buf: Buffer, ranges: readonly number[]): number {
+  const a = ranges[0]!;
+  const aEnd = ranges[1]!;
+  if (aEnd - a < 1 || aEnd - a > 15) throw new HttpParseError('bad Content-Length');
+  let n = 0;
+  for (let i = a; i < aEnd; i++) {
+    const d = buf[i]! - 48;
+    if (d < 0 || d > 9) throw new HttpParseError('bad Content-Length');
+    n = n * 10 + d;
+  }
+  for (let k = 2; k < ranges.length; k += 2) if (!sameBytes(buf, a, aEnd, ranges[k]!, ranges[k + 1]!)) throw new HttpParseError('more than one Content-Length');
+  return n;
+}
+
+class ScannedResponse implements ResponseHead {
+  private headerList: string[] | null = null;
+
+  constructor(
+    readonly raw: Buffer,
+    readonly statusLineEnd: number,
+    readonly fields: readonly number[],
+    readonly minor: 0 | 1,
+    readonly status: number,
+    readonly connection: ReadonlySet<string>,
+    readonly framing: Framing,
+    readonly contentLength: number,
+    readonly keepAlive: boolean,
+  ) {}
+
+  get reason(): string {
+    return this.statusLineEnd > 13 ? this.raw.toString('latin1', 13, this.statusLineEnd) : '';
+  }
+
+  /** As strings only when asked (a 101's relay, tests): the forwarding path copies bytes. */
+  get headers(): string[] {
+    return (this.headerList ??= headerStrings(this.raw, this.fields));
+  }
+}
+
+/**
+ * A response head: `buf[0, end)` (the CRLFCRLF after it excluded; `buf` may
+ * hold more — the body — after it), to a request with `method`.
+ */
+export function scanResponseHead(buf: Buffer, end: number, method: string): ResponseHead {
+  // Status line: HTTP/1.x SP 3DIGIT [SP reason]
+  let lineEnd = 0;
+  while (lineEnd < end && !(buf[lineEnd] === 13 && buf[lineEnd + 1] === 10)) lineEnd++;
+  let sp = 0;
+  while (sp < lineEnd && buf[sp] !== 32) sp++;
+  if (sp === lineEnd) throw new HttpParseError('bad status line');
+  if (sp !== 8 || !bytesAreExactly(buf, 0, 'HTTP/1.') || (buf[7] !== 49 && buf[7] !== 48)) {
+    throw new HttpParseError(`unsupported version ${JSON.stringify(buf.toString('latin1', 0, Math.min(sp, 16)))}`);
+  }
+  const minor = buf[7] === 49 ? 1 : 0;
+  const c0 = buf[9]! - 48;
+  const c1 = buf[10]! - 48;
+  const c2 = buf[11]! - 48;
+  if (lineEnd < 12 || c0 < 1 || c0 > 5 || c1 < 0 || c1 > 9 || c2 < 0 || c2 > 9 || (lineEnd > 12 && buf[12] !== 32)) throw new HttpParseError('bad status code');
+  for (let i = 13; i < lineEnd; i++) if (!VALUE_BYTE[buf[i]!]) throw new HttpParseError('bad reason phrase');
+  const status = c0 * 100 + c1 * 10 + c2;
+
+  const f = scanFields(buf, lineEnd + 2, end);
+  const { connection, lengths, codings } = f;
+  let framing: Framing;
+  let length = 0;
+  if (method === 'HEAD' || status < 200 || status === 204 || status === 304) framing = 'none';
+  else if (codings !== null) {
+    // Another coding would reach the client still encoded, its framing lost (the field is hop-by-hop).
+    if (codings.length !== 2 || !bytesAre(buf, codings[0]!, codings[1]!, 'chunked')) throw new HttpParseError('response Transfer-Encoding other than chunked');
+    framing = 'chunked';
+  } else if (lengths !== null) {
+    length = contentLengthBytes(buf, lengths);
+    framing = 'length';
+  } else framing = 'close';
+  const keepAlive = framing !== 'close' && (minor === 1 ? !connection.has('close') : connection.has('keep-alive') && !connection.has('close'));
+  return new ScannedResponse(buf, lineEnd, f.fields, minor, status, connection, framing, length, keepAlive);
+}
+
+/** What the field loop found: every field's offsets, and the values framing and routing need. */
+interface FieldScan {
+  fields: number[];
   connection: ReadonlySet<string>;
-  host: string | undefined;
+  /** [start, end) of each Content-Length / Transfer-Encoding value, or null when there is none. */
+  lengths: number[] | null;
+  codings: number[] | null;
   hosts: number;
-  contentLength: readonly string[];
-  transferEncoding: readonly string[];
+  host: string | undefined;
   expect: string | undefined;
   upgrade: string | undefined;
 }
 
-function parseFields(text: string, from: number): Fields {
-  const f: Fields = { headers: [], connection: NO_TOKENS, host: undefined, hosts: 0, contentLength: NONE, transferEncoding: NONE, expect: undefined, upgrade: undefined };
-  let pos = from;
-  while (pos < text.length) {
-    let end = text.indexOf('\r\n', pos);
-    if (end === -1) end = text.length;
-    const colon = text.indexOf(':', pos);
-    if (colon === -1 || colon > end) throw new HttpParseError('header line without a colon');
-    const name = text.slice(pos, colon);
-    // Also refuses obs-fold (a line starting with whitespace) and whitespace before the colon.
-    if (!TOKEN.test(name)) throw new HttpParseError(`bad header name ${JSON.stringify(name.slice(0, 40))}`);
-    const raw = text.slice(colon + 1, end);
-    if (BAD_VALUE.test(raw)) throw new HttpParseError(`bad characters in header ${name}`);
-    const value = trimOws(raw);
-    f.headers.push(name, value);
-    switch (name.length) {
+/** The field lines of `buf[pos, end)`: token names, values of HTAB, SP, VCHAR and obs-text, CRLF line ends only. */
+function scanFields(buf: Buffer, pos: number, end: number): FieldScan {
+  const f: FieldScan = { fields: [], connection: NO_TOKENS, lengths: null, codings: null, hosts: 0, host: undefined, expect: undefined, upgrade: undefined };
+  while (pos < end) {
+    let i = pos;
+    while (i < end && TCHAR[buf[i]!]) i++;
+    if (i === end || buf[i] !== 58 || i === pos) {
+      // Also refuses obs-fold (a line starting with whitespace) and whitespace before the colon.
+      throw new HttpParseError(i === end || buf[i] === 13 ? 'header line without a colon' : `bad header name ${JSON.stringify(buf.toString('latin1', pos, Math.min(i + 1, pos + 40)))}`);
+    }
+    const colon = i;
+    i++;
+    while (i < end && VALUE_BYTE[buf[i]!]) i++;
+    if (i < end && !(buf[i] === 13 && buf[i + 1] === 10)) throw new HttpParseError(`bad characters in header ${buf.toString('latin1', pos, colon)}`);
+    let vs = colon + 1;
+    let ve = i;
+    while (vs < ve && (buf[vs] === 32 || buf[vs] === 9)) vs++;
+    while (ve > vs && (buf[ve - 1] === 32 || buf[ve - 1] === 9)) ve--;
+    f.fields.push(pos, colon, vs, ve, i);
+    switch (colon - pos) {
       // Dispatch on length first: most fields are none of these.
       case 4:
-        if (name.toLowerCase() === 'host') {
-          f.host = value;
+        if (bytesAre(buf, pos, colon, 'host')) {
+          f.host = buf.toString('latin1', vs, ve);
           f.hosts++;
         }
         break;
       case 6:
-        if (name.toLowerCase() === 'expect') f.expect = value;
+        if (bytesAre(buf, pos, colon, 'expect')) f.expect = buf.toString('latin1', vs, ve);
         break;
       case 7:
-        if (name.toLowerCase() === 'upgrade') f.upgrade = value;
+        if (bytesAre(buf, pos, colon, 'upgrade')) f.upgrade = buf.toString('latin1', vs, ve);
         break;
       case 10:
-        if (name.toLowerCase() === 'connection') {
-          const tokens = f.connection === NO_TOKENS ? new Set<string>() : (f.connection as Set<string>);
-          for (const t of value.split(',')) {
-            const tok = trimOws(t).toLowerCase();
-            if (tok) tokens.add(tok);
-          }
-          f.connection = tokens;
-        }
+        if (bytesAre(buf, pos, colon, 'connection')) f.connection = connectionBytes(buf, vs, ve, f.connection);
         break;
       case 14:
-        if (name.toLowerCase() === 'content-length') f.contentLength = [...f.contentLength, value];
+        if (bytesAre(buf, pos, colon, 'content-length')) (f.lengths ??= []).push(vs, ve);
         break;
       case 17:
-        if (name.toLowerCase() === 'transfer-encoding') f.transferEncoding = [...f.transferEncoding, value];
+        if (bytesAre(buf, pos, colon, 'transfer-encoding')) (f.codings ??= []).push(vs, ve);
         break;
     }
-    pos = end + 2;
+    pos = i + 2;
   }
   return f;
 }
 
-function contentLength(values: readonly string[], allowRepeats: boolean): number {
-  const first = values[0]!;
-  if (!DIGITS.test(first)) throw new HttpParseError('bad Content-Length');
-  if (values.length > 1 && (!allowRepeats || values.some((v) => v !== first))) throw new HttpParseError('more than one Content-Length');
-  return Number(first);
+class ScannedRequest implements RequestHead {
+  private headerList: string[] | null = null;
+  private targetText: string | null = null;
+
+  constructor(
+    readonly raw: Buffer,
+    readonly targetEnd: number,
+    private readonly targetStart: number,
+    readonly fields: readonly number[],
+    readonly method: string,
+    readonly minor: 0 | 1,
+    readonly host: string | undefined,
+    readonly connection: ReadonlySet<string>,
+    readonly framing: 'none' | 'length' | 'chunked',
+    readonly contentLength: number,
+    readonly keepAlive: boolean,
+    readonly expectContinue: boolean,
+    readonly upgrade: string | null,
+  ) {}
+
+  get target(): string {
+    return (this.targetText ??= this.raw.toString('latin1', this.targetStart, this.targetEnd));
+  }
+
+  get headers(): string[] {
+    return (this.headerList ??= headerStrings(this.raw, this.fields));
+  }
 }
 
-/** `chunked` is the only transfer coding the gateway relays; anything else is refused (request) or read to the close (response). */
-function isChunked(values: readonly string[]): boolean {
-  return values.length === 1 && values[0]!.toLowerCase() === 'chunked';
+/** The usual methods as constants: no string made per request, and compared by identity. */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH'];
+
+function methodString(buf: Buffer, end: number): string {
+  for (const m of METHODS) if (m.length === end && bytesAreExactly(buf, 0, m)) return m;
+  return buf.toString('latin1', 0, end);
 }
 
 /**
- * A request head: `text` is the latin1 text before the blank line (the
- * CRLFCRLF itself excluded; leading empty lines already skipped).
+ * A request head: `buf[0, end)` (the CRLFCRLF after it excluded, leading
+ * empty lines already skipped; `buf` may hold more after it).
  */
-export function parseRequestHead(text: string): RequestHead {
-  let lineEnd = text.indexOf('\r\n');
-  if (lineEnd === -1) lineEnd = text.length;
-  const line = text.slice(0, lineEnd);
-  const sp1 = line.indexOf(' ');
-  const sp2 = line.indexOf(' ', sp1 + 1);
-  if (sp1 <= 0 || sp2 === -1 || line.indexOf(' ', sp2 + 1) !== -1) throw new HttpParseError('bad request line');
-  const method = line.slice(0, sp1);
-  const target = line.slice(sp1 + 1, sp2);
-  if (!TOKEN.test(method)) throw new HttpParseError('bad method');
-  if (target.length === 0 || BAD_TARGET.test(target)) throw new HttpParseError('bad request target');
-  const minor = version(line.slice(sp2 + 1));
-  const f = parseFields(text, lineEnd + 2);
+export function scanRequestHead(buf: Buffer, end: number): RequestHead {
+  // Request line: method SP request-target SP HTTP/1.x
+  let lineEnd = 0;
+  while (lineEnd < end && !(buf[lineEnd] === 13 && buf[lineEnd + 1] === 10)) lineEnd++;
+  const sp1 = spaceIn(buf, 0, lineEnd);
+  const sp2 = sp1 === -1 ? -1 : spaceIn(buf, sp1 + 1, lineEnd);
+  if (sp1 <= 0 || sp2 === -1 || spaceIn(buf, sp2 + 1, lineEnd) !== -1) throw new HttpParseError('bad request line');
+  for (let i = 0; i < sp1; i++) if (!TCHAR[buf[i]!]) throw new HttpParseError('bad method');
+  if (sp2 === sp1 + 1) throw new HttpParseError('bad request target');
+  for (let i = sp1 + 1; i < sp2; i++) if (buf[i]! <= 0x20 || buf[i] === 0x7f) throw new HttpParseError('bad request target');
+  if (lineEnd - sp2 - 1 !== 8 || !bytesAreExactly(buf, sp2 + 1, 'HTTP/1.') || (buf[sp2 + 8] !== 49 && buf[sp2 + 8] !== 48)) {
+    throw new HttpParseError(`unsupported version ${JSON.stringify(buf.toString('latin1', sp2 + 1, Math.min(lineEnd, sp2 + 17)))}`);
+  }
+  const minor = buf[sp2 + 8] === 49 ? 1 : 0;
+  const f = scanFields(buf, lineEnd + 2, end);
   if (f.hosts > 1) throw new HttpParseError('more than one Host');
   if (minor === 1 && f.hosts === 0) throw new HttpParseError('HTTP/1.1 request without Host');
   let framing: RequestHead['framing'] = 'none';
   let length = 0;
-  if (f.transferEncoding.length > 0) {
+  if (f.codings !== null) {
     if (minor === 0) throw new HttpParseError('Transfer-Encoding in an HTTP/1.0 request');
-    if (f.contentLength.length > 0) throw new HttpParseError('both Transfer-Encoding and Content-Length');
-    if (!isChunked(f.transferEncoding)) throw new HttpParseError('Transfer-Encoding other than chunked');
+    if (f.lengths !== null) throw new HttpParseError('both Transfer-Encoding and Content-Length');
+    if (f.codings.length !== 2 || !bytesAre(buf, f.codings[0]!, f.codings[1]!, 'chunked')) throw new HttpParseError('Transfer-Encoding other than chunked');
     framing = 'chunked';
-  } else if (f.contentLength.length > 0) {
-    length = contentLength(f.contentLength, false);
+  } else if (f.lengths !== null) {
+    if (f.lengths.length > 2) throw new HttpParseError('more than one Content-Length');
+    length = contentLengthBytes(buf, f.lengths);
     framing = length > 0 ? 'length' : 'none';
   }
-  const keepAlive = minor === 1 ? !f.connection.has('close') : f.connection.has('keep-alive') && !f.connection.has('close');
-  return {
-    method,
-    target,
+  const c = f.connection;
+  const keepAlive = minor === 1 ? !c.has('close') : c.has('keep-alive') && !c.has('close');
+  return new ScannedRequest(
+    buf,
+    sp2,
+    sp1 + 1,
+    f.fields,
+    methodString(buf, sp1),
     minor,
-    headers: f.headers,
-    connection: f.connection,
-    host: f.host,
+    f.host,
+    c,
     framing,
-    contentLength: length,
+    length,
     keepAlive,
-    expectContinue: minor === 1 && f.expect !== undefined && f.expect.toLowerCase() === '100-continue',
-    upgrade: f.connection.has('upgrade') && f.upgrade ? f.upgrade : null,
-  };
+    minor === 1 && f.expect !== undefined && f.expect.toLowerCase() === '100-continue',
+    c.has('upgrade') && f.upgrade ? f.upgrade : null,
+  );
 }
 
-/** A response head to a request with `method` (HEAD responses have no body whatever they declare). */
-export function parseResponseHead(text: string, method: string): ResponseHead {
-  let lineEnd = text.indexOf('\r\n');
-  if (lineEnd === -1) lineEnd = text.length;
-  const line = text.slice(0, lineEnd);
-  const sp1 = line.indexOf(' ');
-  if (sp1 === -1) throw new HttpParseError('bad status line');
-  const minor = version(line.slice(0, sp1));
-  const code = line.slice(sp1 + 1, sp1 + 4);
-  if (!/^[1-5][0-9][0-9]$/.test(code) || (line.length > sp1 + 4 && line.charCodeAt(sp1 + 4) !== 32)) throw new HttpParseError('bad status code');
-  const reason = line.slice(sp1 + 5);
-  if (BAD_VALUE.test(reason)) throw new HttpParseError('bad reason phrase');
-  const status = Number(code);
-  const f = parseFields(text, lineEnd + 2);
-  let framing: Framing;
-  let length = 0;
-  if (method === 'HEAD' || status < 200 || status === 204 || status === 304) framing = 'none';
-  else if (f.transferEncoding.length > 0) {
-    // Another coding would reach the client still encoded, its framing lost (the field is hop-by-hop).
-    if (!isChunked(f.transferEncoding)) throw new HttpParseError('response Transfer-Encoding other than chunked');
-    framing = 'chunked';
+/** The first SP in buf[from, end), or -1. */
+function spaceIn(buf: Buffer, from: number, end: number): number {
+  for (let i = from; i < end; i++) if (buf[i] === 32) return i;
+  return -1;
+}
+
+/** name, value, … as strings (what tests and the rare paths read). */
+function headerStrings(raw: Buffer, fields: readonly number[]): string[] {
+  const list: string[] = [];
+  for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
+    list.push(raw.toString('latin1', fields[i + FieldAt.Name]!, fields[i + FieldAt.Colon]!), raw.toString('latin1', fields[i + FieldAt.ValueStart]!, fields[i + FieldAt.ValueEnd]!));
   }
-  else if (f.contentLength.length > 0) {
-    length = contentLength(f.contentLength, true);
-    framing = 'length';
-  } else framing = 'close';
-  const keepAlive = framing !== 'close' && (minor === 1 ? !f.connection.has('close') : f.connection.has('keep-alive') && !f.connection.has('close'));
-  return { status, reason, minor, headers: f.headers, connection: f.connection, framing, contentLength: length, keepAlive };
+  return list;
+}
+
+/** `buf` starts with `text` at `at` (exact bytes). */
+function bytesAreExactly(buf: Buffer, at: number, text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (buf[at + i] !== text.charCodeAt(i)) return false;
+  return true;
 }
 
 /** Limits of the chunked decoder (a chunk line or the trailer section longer than this is refused). */

@@ -840,6 +840,8 @@ function pairs(h: string[]): string[] {
   return out;
 }
 
+/** What a request head means (not where in its bytes it was found). */
 function summary(r: RequestHead): unknown {
-  return { ...r, connection: [...r.connection].sort() };
+  const { method, target, minor, headers, host, framing, contentLength, keepAlive, expectContinue, upgrade } = r;
+  return { method, target, minor, headers, host, framing, contentLength, keepAlive, expectContinue, upgrade, connection: [...r.connection].sort() };
 }
