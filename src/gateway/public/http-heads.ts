@@ -81,7 +81,8 @@ export function responseHeadBytes(
   const named = res.connection.size > 0 ? res.connection : null;
   const dropLength = framing === 'chunked' || framing === 'close';
   // Pass 1: which fields go out, and the size.
-  const kept: number[] = [];
+  const kept = KEPT;
+  kept.length = 0;
   let lengthKept = false;
   let size = STATUS_PREFIX.length + 3 + 1 + Math.max(0, statusLineEnd - 13) + 2;
   for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
@@ -127,6 +128,9 @@ export function switchingHead(res: ResponseHead): string {
 
 
 /** A kept field's size on the way out: `name: value` CRLF. */
+/** Indices of the fields a head keeps: one array reused (the writers are synchronous and never nested). */
+const KEPT: number[] = [];
+
 /**
  * Copy src[from, to) into dst at `at`; returns the offset after it. Heads are
  * copied in short pieces, for which a loop beats Buffer#copy (a subarray and
@@ -193,7 +197,8 @@ const suffixCache = new WeakMap<ConnInfo, { host: string; bytes: Buffer }>();
 export function forwardHeadBytes(req: RequestHead, info: ConnInfo, upgrade: boolean, body: Buffer | null = null): Buffer {
   const { raw, fields } = req;
   const named = req.connection.size > 0 ? req.connection : null;
-  const kept: number[] = [];
+  const kept = KEPT;
+  kept.length = 0;
   let xff = '';
   let fwd = '';
   let size = req.targetEnd + REQUEST_VERSION.length;

@@ -21,8 +21,17 @@ export interface RouteConflict {
 
 /** `tenant/name`: how the public side names an exposure (metrics, limits). */
 export function exposureKey(e: Pick<GatewayExposure, 'tenant' | 'name'>): string {
-  return `${e.tenant}/${e.name}`;
+  // The same string for the same exposure object: every request names its exposure in
+  // the metrics' map, and a string made once keeps its hash.
+  let key = exposureKeys.get(e);
+  if (key === undefined) {
+    key = `${e.tenant}/${e.name}`;
+    exposureKeys.set(e, key);
+  }
+  return key;
 }
+
+const exposureKeys = new WeakMap<object, string>();
 
 /** Lower-case, without a trailing dot; '' for nothing usable. */
 export function normalizeHostname(name: string): string {
@@ -52,11 +61,16 @@ export function hostFromHeader(host: string | undefined): string {
   return normalizeHostname(h);
 }
 
+/** Distinct Host values remembered by a router (cleared when full: random Hosts only cost a lookup each). */
+const HOST_CACHE_SIZE = 1024;
+
 export class PublicRouter {
   readonly http = new Map<string, GatewayExposure>();
   readonly tls = new Map<string, GatewayExposure>();
   readonly tcp = new Map<number, GatewayExposure>();
   readonly conflicts: RouteConflict[] = [];
+  /** Host header as sent → its route (null: none). The router is rebuilt on every update, and the cache with it. */
+  private readonly hostCache = new Map<string, GatewayExposure | null>();
 
   /**
    * @param reservedPorts ports the gateway's own listeners use (HTTP, HTTPS):
@@ -87,7 +101,15 @@ export class PublicRouter {
 
   /** Route an HTTP request by its Host header. */
   byHost(hostHeader: string | undefined): GatewayExposure | undefined {
-    return this.http.get(hostFromHeader(hostHeader));
+    if (hostHeader === undefined) return this.http.get('');
+    // Normalising the header is most of a lookup, and clients repeat the same few values.
+    let e = this.hostCache.get(hostHeader);
+    if (e === undefined) {
+      e = this.http.get(hostFromHeader(hostHeader)) ?? null;
+      if (this.hostCache.size >= HOST_CACHE_SIZE) this.hostCache.clear();
+      this.hostCache.set(hostHeader, e);
+    }
+    return e ?? undefined;
   }
 
   /** Route a TLS connection by the SNI it sent (already lower-cased by the parser). */
