@@ -4,7 +4,7 @@
  * own framing) and the response head back to the client.
  */
 import type { ConnInfo } from './core.js';
-import { bytesAre, FIELD_STRIDE, FieldAt, type RequestHead, type ResponseHead } from './http1.js';
+import { bytesAre, FIELD_STRIDE, type RequestHead, type ResponseHead } from './http1.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1), proxy-only ones and framing the gateway writes itself: never forwarded either way. */
 const HOP_BY_HOP = new Set([
@@ -44,24 +44,134 @@ function forwardedHost(host: string): string {
   return lastHostValue;
 }
 
-/** Lower-cased hop-by-hop names by length, for the byte comparisons of responseHeadBytes. */
-const HOP_BY_HOP_BY_LENGTH = new Map<number, string[]>();
-for (const name of HOP_BY_HOP) HOP_BY_HOP_BY_LENGTH.set(name.length, [...(HOP_BY_HOP_BY_LENGTH.get(name.length) ?? []), name]);
-
+/** The field raw[name, colon) is hop-by-hop (HOP_BY_HOP), compared on the bytes. */
 function isHopByHop(raw: Buffer, name: number, colon: number): boolean {
-  const candidates = HOP_BY_HOP_BY_LENGTH.get(colon - name);
-  if (candidates === undefined) return false;
-  for (const h of candidates) if (bytesAre(raw, name, colon, h)) return true;
+  switch (colon - name) {
+    case 2:
+      return bytesAre(raw, name, colon, 'te');
+    case 7:
+      return bytesAre(raw, name, colon, 'upgrade') || bytesAre(raw, name, colon, 'trailer');
+    case 10:
+      return bytesAre(raw, name, colon, 'connection') || bytesAre(raw, name, colon, 'keep-alive');
+    case 16:
+      return bytesAre(raw, name, colon, 'proxy-connection');
+    case 17:
+      return bytesAre(raw, name, colon, 'transfer-encoding');
+    case 18:
+      return bytesAre(raw, name, colon, 'proxy-authenticate');
+    case 19:
+      return bytesAre(raw, name, colon, 'proxy-authorization');
+    default:
+      return false;
+  }
+}
+
+/**
+ * The options of a Connection field that could name a field not already
+ * dropped as hop-by-hop (nearly always none: `keep-alive` is one itself).
+ */
+function namedOptions(options: ReadonlySet<string>): string[] | null {
+  if (options.size === 0) return null;
+  let out: string[] | null = null;
+  for (const o of options) if (!HOP_BY_HOP.has(o)) (out ??= []).push(o);
+  return out;
+}
+
+/** The field name raw[name, colon) is one of `options` (lower case), ignoring ASCII case. */
+function isNamed(options: readonly string[], raw: Buffer, name: number, colon: number): boolean {
+  for (const o of options) {
+    if (o.length !== colon - name) continue;
+    let i = 0;
+    while (i < o.length) {
+      const b = raw[name + i]!;
+      if ((b >= 65 && b <= 90 ? b + 32 : b) !== o.charCodeAt(i)) break;
+      i++;
+    }
+    if (i === o.length) return true;
+  }
   return false;
 }
 
+// ------------------------------------------------------------ writing heads
+
+/**
+ * A head is written as a list of pieces: ranges of the received bytes (merged
+ * when adjacent, so the usual head is one or two copies) and constants.
+ * SEG holds [from, to) pairs; from < 0 names the constant PIECES[-from - 1].
+ * One array reused: the writers are synchronous and never nested.
+ */
+const SEG: number[] = [];
+const PIECES = [': ', '\r\n', 'HTTP/1.1 ', ' ', ' HTTP/1.1\r\n'].map((t) => Buffer.from(t, 'latin1'));
+const COLON_SP = -1;
+const CRLF_PIECE = -2;
+const STATUS_PREFIX = -3;
+const SP = -4;
+const REQUEST_VERSION = -5;
+
+function take(from: number, to: number): void {
+  const n = SEG.length;
+  if (n > 0 && SEG[n - 1] === from && SEG[n - 2]! >= 0) SEG[n - 1] = to;
+  else SEG.push(from, to);
+}
+
+function piece(k: number): void {
+  SEG.push(k, 0);
+}
+
+/** One kept field (offsets as FieldAt in ./http1.ts): its line as received when it already reads `name: value` CRLF, else rebuilt so. */
+function takeField(raw: Buffer, fields: readonly number[], i: number): void {
+  const name = fields[i]!;
+  const colon = fields[i + 1]!;
+  const vs = fields[i + 2]!;
+  const ve = fields[i + 3]!;
+  if (vs === colon + 2 && raw[colon + 1] === 32 && ve === fields[i + 4]) take(name, ve + 2);
+  else {
+    take(name, colon);
+    piece(COLON_SP);
+    take(vs, ve);
+    piece(CRLF_PIECE);
+  }
+}
+
+/** The pieces in SEG, then `tail` constants and `body`, as one new buffer. */
+function writeHead(raw: Buffer, tail: readonly Buffer[], body: Buffer | null): Buffer {
+  let size = body?.length ?? 0;
+  for (let k = 0; k < SEG.length; k += 2) size += SEG[k]! >= 0 ? SEG[k + 1]! - SEG[k]! : PIECES[-SEG[k]! - 1]!.length;
+  for (const t of tail) size += t.length;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (let k = 0; k < SEG.length; k += 2) {
+    const from = SEG[k]!;
+    at = from >= 0 ? copyBytes(raw, from, SEG[k + 1]!, out, at) : copyBytes(PIECES[-from - 1]!, 0, PIECES[-from - 1]!.length, out, at);
+  }
+  for (const t of tail) at = copyBytes(t, 0, t.length, out, at);
+  if (body !== null) copyBytes(body, 0, body.length, out, at);
+  return out;
+}
+
+/**
+ * Copy src[from, to) into dst at `at`; returns the offset after it. Short
+ * pieces are copied by a loop, which beats Buffer#copy's own cost (a
+ * subarray and a TypedArray#set per call) below a few dozen bytes.
+ */
+function copyBytes(src: Buffer, from: number, to: number, dst: Buffer, at: number): number {
+  if (to - from > 48) return at + src.copy(dst, at, from, to);
+  for (let i = from; i < to; i++) dst[at++] = src[i]!;
+  return at;
+}
 
 const TRANSFER_CHUNKED = Buffer.from('Transfer-Encoding: chunked\r\n', 'latin1');
 const END_CLOSE = Buffer.from('Connection: close\r\n\r\n', 'latin1');
 const END_KEEP_ALIVE = Buffer.from('Connection: keep-alive\r\n\r\n', 'latin1');
 const END = Buffer.from('\r\n', 'latin1');
-const STATUS_PREFIX = Buffer.from('HTTP/1.1 ', 'latin1');
-const SEPARATOR = Buffer.from(': ', 'latin1');
+const TAILS = {
+  close: [END_CLOSE],
+  keepAlive: [END_KEEP_ALIVE],
+  end: [END],
+  chunkedClose: [TRANSFER_CHUNKED, END_CLOSE],
+  chunkedKeepAlive: [TRANSFER_CHUNKED, END_KEEP_ALIVE],
+  chunkedEnd: [TRANSFER_CHUNKED, END],
+};
 
 /**
  * The response head relayed to the client, and `body` after it, as one
@@ -78,16 +188,22 @@ export function responseHeadBytes(
   body: Buffer | null = null,
 ): Buffer {
   const { raw, fields, statusLineEnd } = res;
-  const named = res.connection.size > 0 ? res.connection : null;
+  SEG.length = 0;
+  // The status line as received when it already reads `HTTP/1.1 code reason`.
+  if (res.minor === 1 && statusLineEnd >= 13) take(0, statusLineEnd + 2);
+  else {
+    piece(STATUS_PREFIX);
+    take(9, 12);
+    piece(SP);
+    if (statusLineEnd > 13) take(13, statusLineEnd);
+    piece(CRLF_PIECE);
+  }
+  const named = namedOptions(res.connection);
   const dropLength = framing === 'chunked' || framing === 'close';
-  // Pass 1: which fields go out, and the size.
-  const kept = KEPT;
-  kept.length = 0;
   let lengthKept = false;
-  let size = STATUS_PREFIX.length + 3 + 1 + Math.max(0, statusLineEnd - 13) + 2;
   for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
-    const name = fields[i + FieldAt.Name]!;
-    const colon = fields[i + FieldAt.Colon]!;
+    const name = fields[i]!;
+    const colon = fields[i + 1]!;
     if (isHopByHop(raw, name, colon)) continue;
     if (named !== null && isNamed(named, raw, name, colon)) continue;
     if (bytesAre(raw, name, colon, 'content-length')) {
@@ -95,24 +211,11 @@ export function responseHeadBytes(
       if (lengthKept || dropLength) continue;
       lengthKept = true;
     }
-    kept.push(i);
-    size += fieldSize(fields, i);
+    takeField(raw, fields, i);
   }
-  const tail = close ? END_CLOSE : keepAlive10 ? END_KEEP_ALIVE : END;
-  size += (framing === 'chunked' ? TRANSFER_CHUNKED.length : 0) + tail.length + (body?.length ?? 0);
-  // Pass 2: copy.
-  const out = Buffer.allocUnsafe(size);
-  let at = copyBytes(STATUS_PREFIX, 0, STATUS_PREFIX.length, out, 0);
-  at = copyBytes(raw, 9, 12, out, at);
-  out[at++] = 32;
-  if (statusLineEnd > 13) at = copyBytes(raw, 13, statusLineEnd, out, at);
-  out[at++] = 13;
-  out[at++] = 10;
-  at = copyFields(raw, fields, kept, out, at);
-  if (framing === 'chunked') at = copyBytes(TRANSFER_CHUNKED, 0, TRANSFER_CHUNKED.length, out, at);
-  at = copyBytes(tail, 0, tail.length, out, at);
-  if (body !== null) body.copy(out, at);
-  return out;
+  const chunked = framing === 'chunked';
+  const tail = close ? (chunked ? TAILS.chunkedClose : TAILS.close) : keepAlive10 ? (chunked ? TAILS.chunkedKeepAlive : TAILS.keepAlive) : chunked ? TAILS.chunkedEnd : TAILS.end;
+  return writeHead(raw, tail, body);
 }
 
 /** The 101 relayed to an upgrade: the upstream's fields with Connection and Upgrade kept. */
@@ -127,62 +230,6 @@ export function switchingHead(res: ResponseHead): string {
 }
 
 
-/** A kept field's size on the way out: `name: value` CRLF. */
-/** Indices of the fields a head keeps: one array reused (the writers are synchronous and never nested). */
-const KEPT: number[] = [];
-
-/**
- * Copy src[from, to) into dst at `at`; returns the offset after it. Heads are
- * copied in short pieces, for which a loop beats Buffer#copy (a subarray and
- * a TypedArray#set per call).
- */
-function copyBytes(src: Buffer, from: number, to: number, dst: Buffer, at: number): number {
-  if (to - from > 64) return at + src.copy(dst, at, from, to);
-  for (let i = from; i < to; i++) dst[at++] = src[i]!;
-  return at;
-}
-
-function fieldSize(fields: readonly number[], i: number): number {
-  return fields[i + FieldAt.Colon]! - fields[i + FieldAt.Name]! + 2 + fields[i + FieldAt.ValueEnd]! - fields[i + FieldAt.ValueStart]! + 2;
-}
-
-/** Copy the `kept` fields of `raw` into `out` at `at` as `name: value` CRLF (one copy when the line already is); returns the new offset. */
-function copyFields(raw: Buffer, fields: readonly number[], kept: readonly number[], out: Buffer, at: number): number {
-  for (const i of kept) {
-    const name = fields[i + FieldAt.Name]!;
-    const colon = fields[i + FieldAt.Colon]!;
-    const vs = fields[i + FieldAt.ValueStart]!;
-    const ve = fields[i + FieldAt.ValueEnd]!;
-    if (vs === colon + 2 && raw[colon + 1] === 32 && ve === fields[i + FieldAt.LineEnd]) {
-      at = copyBytes(raw, name, ve + 2, out, at); // the line as received, with its CRLF
-    } else {
-      at = copyBytes(raw, name, colon, out, at);
-      at = copyBytes(SEPARATOR, 0, SEPARATOR.length, out, at);
-      at = copyBytes(raw, vs, ve, out, at);
-      out[at++] = 13;
-      out[at++] = 10;
-    }
-  }
-  return at;
-}
-
-/** The field name raw[name, colon) is one of the (lower-case) options a Connection field named. */
-function isNamed(options: ReadonlySet<string>, raw: Buffer, name: number, colon: number): boolean {
-  for (const o of options) {
-    if (o.length !== colon - name) continue;
-    let i = 0;
-    while (i < o.length) {
-      const b = raw[name + i]!;
-      if ((b >= 65 && b <= 90 ? b + 32 : b) !== o.charCodeAt(i)) break;
-      i++;
-    }
-    if (i === o.length) return true;
-  }
-  return false;
-}
-
-const REQUEST_VERSION = Buffer.from(' HTTP/1.1\r\n', 'latin1');
-
 /** The gateway's own fields after a request's end-to-end ones, for a connection's last Host (a client rarely changes it). */
 const suffixCache = new WeakMap<ConnInfo, { host: string; bytes: Buffer }>();
 
@@ -195,38 +242,33 @@ const suffixCache = new WeakMap<ConnInfo, { host: string; bytes: Buffer }>();
  * X-Forwarded-Proto/Host set, the gateway's framing and Connection.
  */
 export function forwardHeadBytes(req: RequestHead, info: ConnInfo, upgrade: boolean, body: Buffer | null = null): Buffer {
-  const { raw, fields } = req;
-  const named = req.connection.size > 0 ? req.connection : null;
-  const kept = KEPT;
-  kept.length = 0;
+  const { raw, fields, targetEnd } = req;
+  SEG.length = 0;
+  // The request line as received when it already reads `method target HTTP/1.1`.
+  if (req.minor === 1) take(0, targetEnd + 11);
+  else {
+    take(0, targetEnd);
+    piece(REQUEST_VERSION);
+  }
+  const named = namedOptions(req.connection);
   let xff = '';
   let fwd = '';
-  let size = req.targetEnd + REQUEST_VERSION.length;
   for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
-    const name = fields[i + FieldAt.Name]!;
-    const colon = fields[i + FieldAt.Colon]!;
+    const name = fields[i]!;
+    const colon = fields[i + 1]!;
     if (isHopByHop(raw, name, colon) || isOwn(raw, name, colon)) continue;
     if (named !== null && !isFraming(raw, name, colon) && isNamed(named, raw, name, colon)) continue;
     if (bytesAre(raw, name, colon, 'x-forwarded-for')) {
-      xff += `${raw.toString('latin1', fields[i + FieldAt.ValueStart]!, fields[i + FieldAt.ValueEnd]!)}, `;
+      xff += `${raw.toString('latin1', fields[i + 2]!, fields[i + 3]!)}, `;
       continue;
     }
     if (bytesAre(raw, name, colon, 'forwarded')) {
-      fwd += `${raw.toString('latin1', fields[i + FieldAt.ValueStart]!, fields[i + FieldAt.ValueEnd]!)}, `;
+      fwd += `${raw.toString('latin1', fields[i + 2]!, fields[i + 3]!)}, `;
       continue;
     }
-    kept.push(i);
-    size += fieldSize(fields, i);
+    takeField(raw, fields, i);
   }
-  const suffix = forwardSuffix(req, info, upgrade, xff, fwd);
-  size += suffix.length + (body?.length ?? 0);
-  const out = Buffer.allocUnsafe(size);
-  let at = copyBytes(raw, 0, req.targetEnd, out, 0);
-  at = copyBytes(REQUEST_VERSION, 0, REQUEST_VERSION.length, out, at);
-  at = copyFields(raw, fields, kept, out, at);
-  at = copyBytes(suffix, 0, suffix.length, out, at);
-  if (body !== null) body.copy(out, at);
-  return out;
+  return writeHead(raw, [forwardSuffix(req, info, upgrade, xff, fwd)], body);
 }
 
 /** X-Forwarded-*, Forwarded, framing and Connection, as bytes (cached per connection for the plain case). */
