@@ -4,7 +4,7 @@
  * own framing) and the response head back to the client.
  */
 import type { ConnInfo } from './core.js';
-import { bytesAre, FIELD_STRIDE, type RequestHead, type ResponseHead } from './http1.js';
+import { bytesAre, FIELD_STRIDE, NAMES, type RequestHead, type ResponseHead } from './http1.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1), proxy-only ones and framing the gateway writes itself: never forwarded either way. */
 const HOP_BY_HOP = new Set([
@@ -48,19 +48,19 @@ function forwardedHost(host: string): string {
 function isHopByHop(raw: Buffer, name: number, colon: number): boolean {
   switch (colon - name) {
     case 2:
-      return bytesAre(raw, name, colon, 'te');
+      return bytesAre(raw, name, colon, NAMES.TE);
     case 7:
-      return bytesAre(raw, name, colon, 'upgrade') || bytesAre(raw, name, colon, 'trailer');
+      return bytesAre(raw, name, colon, NAMES.UPGRADE) || bytesAre(raw, name, colon, NAMES.TRAILER);
     case 10:
-      return bytesAre(raw, name, colon, 'connection') || bytesAre(raw, name, colon, 'keep-alive');
+      return bytesAre(raw, name, colon, NAMES.CONNECTION) || bytesAre(raw, name, colon, NAMES.KEEP_ALIVE);
     case 16:
-      return bytesAre(raw, name, colon, 'proxy-connection');
+      return bytesAre(raw, name, colon, NAMES.PROXY_CONNECTION);
     case 17:
-      return bytesAre(raw, name, colon, 'transfer-encoding');
+      return bytesAre(raw, name, colon, NAMES.TRANSFER_ENCODING);
     case 18:
-      return bytesAre(raw, name, colon, 'proxy-authenticate');
+      return bytesAre(raw, name, colon, NAMES.PROXY_AUTHENTICATE);
     case 19:
-      return bytesAre(raw, name, colon, 'proxy-authorization');
+      return bytesAre(raw, name, colon, NAMES.PROXY_AUTHORIZATION);
     default:
       return false;
   }
@@ -206,7 +206,7 @@ export function responseHeadBytes(
     const colon = fields[i + 1]!;
     if (isHopByHop(raw, name, colon)) continue;
     if (named !== null && isNamed(named, raw, name, colon)) continue;
-    if (bytesAre(raw, name, colon, 'content-length')) {
+    if (bytesAre(raw, name, colon, NAMES.CONTENT_LENGTH)) {
       // Repeats were checked equal; one is enough. A re-framed body has none.
       if (lengthKept || dropLength) continue;
       lengthKept = true;
@@ -258,11 +258,11 @@ export function forwardHeadBytes(req: RequestHead, info: ConnInfo, upgrade: bool
     const colon = fields[i + 1]!;
     if (isHopByHop(raw, name, colon) || isOwn(raw, name, colon)) continue;
     if (named !== null && !isFraming(raw, name, colon) && isNamed(named, raw, name, colon)) continue;
-    if (bytesAre(raw, name, colon, 'x-forwarded-for')) {
+    if (bytesAre(raw, name, colon, NAMES.X_FORWARDED_FOR)) {
       xff += `${raw.toString('latin1', fields[i + 2]!, fields[i + 3]!)}, `;
       continue;
     }
-    if (bytesAre(raw, name, colon, 'forwarded')) {
+    if (bytesAre(raw, name, colon, NAMES.FORWARDED)) {
       fwd += `${raw.toString('latin1', fields[i + 2]!, fields[i + 3]!)}, `;
       continue;
     }
@@ -294,11 +294,11 @@ function forwardSuffix(req: RequestHead, info: ConnInfo, upgrade: boolean, xff: 
 function isOwn(raw: Buffer, name: number, colon: number): boolean {
   switch (colon - name) {
     case 6:
-      return bytesAre(raw, name, colon, 'expect');
+      return bytesAre(raw, name, colon, NAMES.EXPECT);
     case 16:
-      return bytesAre(raw, name, colon, 'x-forwarded-host');
+      return bytesAre(raw, name, colon, NAMES.X_FORWARDED_HOST);
     case 17:
-      return bytesAre(raw, name, colon, 'x-forwarded-proto');
+      return bytesAre(raw, name, colon, NAMES.X_FORWARDED_PROTO);
     default:
       return false;
   }
@@ -306,5 +306,5 @@ function isOwn(raw: Buffer, name: number, colon: number): boolean {
 
 /** Routing and body framing depend on these: never dropped because a client names them in Connection. */
 function isFraming(raw: Buffer, name: number, colon: number): boolean {
-  return bytesAre(raw, name, colon, 'host') || bytesAre(raw, name, colon, 'content-length');
+  return bytesAre(raw, name, colon, NAMES.HOST) || bytesAre(raw, name, colon, NAMES.CONTENT_LENGTH);
 }

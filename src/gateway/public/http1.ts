@@ -136,14 +136,40 @@ function byteClass(chars: string): Uint8Array {
   return t;
 }
 
+/** A lower-case ASCII name as bytes, for bytesAre (typed-array loads beat charCodeAt in the hot loop). */
+const lowerName = (name: string): Uint8Array => Uint8Array.from(name, (c) => c.charCodeAt(0));
+
+/** The names (and option values) the gateway compares heads against. */
+export const NAMES = {
+  CHUNKED: lowerName('chunked'),
+  CLOSE: lowerName('close'),
+  CONNECTION: lowerName('connection'),
+  CONTENT_LENGTH: lowerName('content-length'),
+  EXPECT: lowerName('expect'),
+  FORWARDED: lowerName('forwarded'),
+  HOST: lowerName('host'),
+  KEEP_ALIVE: lowerName('keep-alive'),
+  PROXY_AUTHENTICATE: lowerName('proxy-authenticate'),
+  PROXY_AUTHORIZATION: lowerName('proxy-authorization'),
+  PROXY_CONNECTION: lowerName('proxy-connection'),
+  TE: lowerName('te'),
+  TRAILER: lowerName('trailer'),
+  TRANSFER_ENCODING: lowerName('transfer-encoding'),
+  UPGRADE: lowerName('upgrade'),
+  X_FORWARDED_FOR: lowerName('x-forwarded-for'),
+  X_FORWARDED_HOST: lowerName('x-forwarded-host'),
+  X_FORWARDED_PROTO: lowerName('x-forwarded-proto'),
+};
+
 /**
  * `buf[start, end)` is `lower` in any ASCII case. `lower` holds lower-case
  * letters and `-` only: OR-ing 0x20 maps exactly the letters' two cases onto
  * the lower one, and `-` only from itself or a CR (never in a name or value).
  */
-export function bytesAre(buf: Buffer, start: number, end: number, lower: string): boolean {
-  if (end - start !== lower.length) return false;
-  for (let i = 0; i < lower.length; i++) if ((buf[start + i]! | 0x20) !== lower.charCodeAt(i)) return false;
+export function bytesAre(buf: Buffer, start: number, end: number, lower: Uint8Array): boolean {
+  const n = lower.length;
+  if (end - start !== n) return false;
+  for (let i = 0; i < n; i++) if ((buf[start + i]! | 0x20) !== lower[i]) return false;
   return true;
 }
 
@@ -160,8 +186,8 @@ const ONLY_CLOSE: ReadonlySet<string> = new Set(['close']);
 /** The options of one more Connection field (`buf[start, end)`), added to `before`. */
 function connectionBytes(buf: Buffer, start: number, end: number, before: ReadonlySet<string>): ReadonlySet<string> {
   if (before === NO_TOKENS) {
-    if (bytesAre(buf, start, end, 'keep-alive')) return ONLY_KEEP_ALIVE;
-    if (bytesAre(buf, start, end, 'close')) return ONLY_CLOSE;
+    if (bytesAre(buf, start, end, NAMES.KEEP_ALIVE)) return ONLY_KEEP_ALIVE;
+    if (bytesAre(buf, start, end, NAMES.CLOSE)) return ONLY_CLOSE;
   }
   const tokens = new Set(before);
   for (const t of buf.toString('latin1', start, end).split(',')) {
@@ -240,7 +266,7 @@ export function scanResponseHead(buf: Buffer, end: number, method: string): Resp
   if (method === 'HEAD' || status < 200 || status === 204 || status === 304) framing = 'none';
   else if (codings !== null) {
     // Another coding would reach the client still encoded, its framing lost (the field is hop-by-hop).
-    if (codings.length !== 2 || !bytesAre(buf, codings[0]!, codings[1]!, 'chunked')) throw new HttpParseError('response Transfer-Encoding other than chunked');
+    if (codings.length !== 2 || !bytesAre(buf, codings[0]!, codings[1]!, NAMES.CHUNKED)) throw new HttpParseError('response Transfer-Encoding other than chunked');
     framing = 'chunked';
   } else if (lengths !== null) {
     length = contentLengthBytes(buf, lengths);
@@ -285,25 +311,25 @@ function scanFields(buf: Buffer, pos: number, end: number): FieldScan {
     switch (colon - pos) {
       // Dispatch on length first: most fields are none of these.
       case 4:
-        if (bytesAre(buf, pos, colon, 'host')) {
+        if (bytesAre(buf, pos, colon, NAMES.HOST)) {
           f.host = buf.toString('latin1', vs, ve);
           f.hosts++;
         }
         break;
       case 6:
-        if (bytesAre(buf, pos, colon, 'expect')) f.expect = buf.toString('latin1', vs, ve);
+        if (bytesAre(buf, pos, colon, NAMES.EXPECT)) f.expect = buf.toString('latin1', vs, ve);
         break;
       case 7:
-        if (bytesAre(buf, pos, colon, 'upgrade')) f.upgrade = buf.toString('latin1', vs, ve);
+        if (bytesAre(buf, pos, colon, NAMES.UPGRADE)) f.upgrade = buf.toString('latin1', vs, ve);
         break;
       case 10:
-        if (bytesAre(buf, pos, colon, 'connection')) f.connection = connectionBytes(buf, vs, ve, f.connection);
+        if (bytesAre(buf, pos, colon, NAMES.CONNECTION)) f.connection = connectionBytes(buf, vs, ve, f.connection);
         break;
       case 14:
-        if (bytesAre(buf, pos, colon, 'content-length')) (f.lengths ??= []).push(vs, ve);
+        if (bytesAre(buf, pos, colon, NAMES.CONTENT_LENGTH)) (f.lengths ??= []).push(vs, ve);
         break;
       case 17:
-        if (bytesAre(buf, pos, colon, 'transfer-encoding')) (f.codings ??= []).push(vs, ve);
+        if (bytesAre(buf, pos, colon, NAMES.TRANSFER_ENCODING)) (f.codings ??= []).push(vs, ve);
         break;
     }
     pos = i + 2;
@@ -374,7 +400,7 @@ export function scanRequestHead(buf: Buffer, end: number): RequestHead {
   if (f.codings !== null) {
     if (minor === 0) throw new HttpParseError('Transfer-Encoding in an HTTP/1.0 request');
     if (f.lengths !== null) throw new HttpParseError('both Transfer-Encoding and Content-Length');
-    if (f.codings.length !== 2 || !bytesAre(buf, f.codings[0]!, f.codings[1]!, 'chunked')) throw new HttpParseError('Transfer-Encoding other than chunked');
+    if (f.codings.length !== 2 || !bytesAre(buf, f.codings[0]!, f.codings[1]!, NAMES.CHUNKED)) throw new HttpParseError('Transfer-Encoding other than chunked');
     framing = 'chunked';
   } else if (f.lengths !== null) {
     if (f.lengths.length > 2) throw new HttpParseError('more than one Content-Length');
