@@ -1,7 +1,9 @@
 /**
  * The heads the gateway writes: the request head towards the entry point
  * (the client's end-to-end fields plus the gateway's forwarded ones and its
- * own framing) and the response head back to the client.
+ * own framing) and the response head back to the client, each built from the
+ * pieces of the received head it keeps (./http1.ts scans them) and written
+ * with the body that came with it as one buffer: one write per direction.
  */
 import type { ConnInfo } from './core.js';
 import { bytesAre, FIELD_STRIDE, NAMES, type RequestHead, type ResponseHead } from './http1.js';

@@ -1,7 +1,8 @@
 /**
  * HTTP/1.x message heads and chunked bodies for the gateway's forwarding
- * core, parsed strictly (RFC 9112). Pure: strings and Buffers in, plain
- * objects out, an HttpParseError on anything malformed.
+ * core, parsed strictly (RFC 9112). Pure: Buffers in, heads out (field
+ * offsets into the received bytes, strings only where routing needs one), an
+ * HttpParseError on anything malformed.
  *
  * Why not Node's http server and client: relaying through them cost the
  * gateway ~80–120 µs of CPU per request (IncomingMessage, ServerResponse, a
@@ -112,15 +113,14 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
   return scanResponseHead(Buffer.from(`${text}\r\n\r\n`, 'latin1'), text.length, method);
 }
 
-// ------------------------------------------------------------ response heads, on the bytes
+// ------------------------------------------------------------ heads, on the bytes
 
 /**
- * Response heads are read on the bytes, never turned into strings: every
- * exchange parses one and writes it back out (a few µs per request as
- * strings, most of the gateway's own work), and what goes back out is the
- * received lines minus the hop-by-hop ones. The checks are those of the
- * request parser: token names, values of HTAB, SP, VCHAR and obs-text, CRLF
- * line ends only.
+ * Heads are read on the bytes and not turned into strings: every exchange
+ * reads two and writes two (as strings that was a few µs per request, most of
+ * the gateway's own work), and what goes out is mostly the received lines
+ * minus the hop-by-hop ones (./http-heads.ts). Names are tokens; values are
+ * HTAB, SP, VCHAR and obs-text; lines end in CRLF only.
  */
 const TCHAR = byteClass("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
 const VALUE_BYTE = (() => {
