@@ -6,7 +6,7 @@
  * with the body that came with it as one buffer: one write per direction.
  */
 import type { ConnInfo } from './core.js';
-import { bytesAre, FIELD_STRIDE, NAMES, type RequestHead, type ResponseHead } from './http1.js';
+import { bytesAre, FIELD_STRIDE, FieldAt, lowerName, NAMES, type RequestHead, type ResponseHead } from './http1.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1), proxy-only ones and framing the gateway writes itself: never forwarded either way. */
 const HOP_BY_HOP = new Set([
@@ -21,6 +21,18 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+/** Headers the gateway sets itself; a client's copies are dropped (X-Forwarded-For and Forwarded are appended to instead). */
+const OWN = ['x-forwarded-proto', 'x-forwarded-host', 'expect'];
+
+/** Never dropped because a client names them in Connection: routing and body framing depend on them. */
+const FRAMING = ['host', 'content-length'];
+
+/** The same lists as bytes, for the comparisons on the received heads. */
+const HOP_BY_HOP_NAMES = [...HOP_BY_HOP].map(lowerName);
+const OWN_NAMES = OWN.map(lowerName);
+const FRAMING_NAMES = FRAMING.map(lowerName);
+const X_FORWARDED_FOR = lowerName('x-forwarded-for');
+const FORWARDED = lowerName('forwarded');
 
 /** Headers of an upstream response that the 101 to an upgrade keeps (the handshake needs them). */
 const UPGRADE_KEEP = new Set(['connection', 'upgrade']);
@@ -35,63 +47,22 @@ function forwardedValue(v: string): string {
   return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
 }
 
-/** The last Host seen and its Forwarded form: consecutive requests nearly always repeat it. */
-let lastHost = '';
-let lastHostValue = '';
-function forwardedHost(host: string): string {
-  if (host !== lastHost) {
-    lastHostValue = forwardedValue(host);
-    lastHost = host;
-  }
-  return lastHostValue;
-}
-
-/** The field raw[name, colon) is hop-by-hop (HOP_BY_HOP), compared on the bytes. */
-function isHopByHop(raw: Buffer, name: number, colon: number): boolean {
-  switch (colon - name) {
-    case 2:
-      return bytesAre(raw, name, colon, NAMES.TE);
-    case 7:
-      return bytesAre(raw, name, colon, NAMES.UPGRADE) || bytesAre(raw, name, colon, NAMES.TRAILER);
-    case 10:
-      return bytesAre(raw, name, colon, NAMES.CONNECTION) || bytesAre(raw, name, colon, NAMES.KEEP_ALIVE);
-    case 16:
-      return bytesAre(raw, name, colon, NAMES.PROXY_CONNECTION);
-    case 17:
-      return bytesAre(raw, name, colon, NAMES.TRANSFER_ENCODING);
-    case 18:
-      return bytesAre(raw, name, colon, NAMES.PROXY_AUTHENTICATE);
-    case 19:
-      return bytesAre(raw, name, colon, NAMES.PROXY_AUTHORIZATION);
-    default:
-      return false;
-  }
+/** The field name raw[name, colon) is one of `names` (lower case), ignoring ASCII case. */
+function nameIn(raw: Buffer, name: number, colon: number, names: readonly Uint8Array[]): boolean {
+  for (const n of names) if (bytesAre(raw, name, colon, n)) return true;
+  return false;
 }
 
 /**
  * The options of a Connection field that could name a field not already
- * dropped as hop-by-hop (nearly always none: `keep-alive` is one itself).
+ * dropped as hop-by-hop, as bytes (nearly always none: `keep-alive` is one
+ * itself).
  */
-function namedOptions(options: ReadonlySet<string>): string[] | null {
+function namedOptions(options: ReadonlySet<string>): Uint8Array[] | null {
   if (options.size === 0) return null;
-  let out: string[] | null = null;
-  for (const o of options) if (!HOP_BY_HOP.has(o)) (out ??= []).push(o);
+  let out: Uint8Array[] | null = null;
+  for (const o of options) if (!HOP_BY_HOP.has(o)) (out ??= []).push(lowerName(o));
   return out;
-}
-
-/** The field name raw[name, colon) is one of `options` (lower case), ignoring ASCII case. */
-function isNamed(options: readonly string[], raw: Buffer, name: number, colon: number): boolean {
-  for (const o of options) {
-    if (o.length !== colon - name) continue;
-    let i = 0;
-    while (i < o.length) {
-      const b = raw[name + i]!;
-      if ((b >= 65 && b <= 90 ? b + 32 : b) !== o.charCodeAt(i)) break;
-      i++;
-    }
-    if (i === o.length) return true;
-  }
-  return false;
 }
 
 // ------------------------------------------------------------ writing heads
@@ -103,12 +74,24 @@ function isNamed(options: readonly string[], raw: Buffer, name: number, colon: n
  * One array reused: the writers are synchronous and never nested.
  */
 const SEG: number[] = [];
-const PIECES = [': ', '\r\n', 'HTTP/1.1 ', ' ', ' HTTP/1.1\r\n'].map((t) => Buffer.from(t, 'latin1'));
+const PIECES = [
+  ': ',
+  '\r\n',
+  'HTTP/1.1 ',
+  ' ',
+  ' HTTP/1.1\r\n',
+  'Transfer-Encoding: chunked\r\n',
+  'Connection: close\r\n\r\n',
+  'Connection: keep-alive\r\n\r\n',
+].map((t) => Buffer.from(t, 'latin1'));
 const COLON_SP = -1;
 const CRLF_PIECE = -2;
 const STATUS_PREFIX = -3;
 const SP = -4;
 const REQUEST_VERSION = -5;
+const TRANSFER_CHUNKED = -6;
+const END_CLOSE = -7;
+const END_KEEP_ALIVE = -8;
 
 function take(from: number, to: number): void {
   const n = SEG.length;
@@ -120,13 +103,13 @@ function piece(k: number): void {
   SEG.push(k, 0);
 }
 
-/** One kept field (offsets as FieldAt in ./http1.ts): its line as received when it already reads `name: value` CRLF, else rebuilt so. */
+/** One kept field: its line as received when it already reads `name: value` CRLF, else rebuilt so. */
 function takeField(raw: Buffer, fields: readonly number[], i: number): void {
-  const name = fields[i]!;
-  const colon = fields[i + 1]!;
-  const vs = fields[i + 2]!;
-  const ve = fields[i + 3]!;
-  if (vs === colon + 2 && raw[colon + 1] === 32 && ve === fields[i + 4]) take(name, ve + 2);
+  const name = fields[i + FieldAt.Name]!;
+  const colon = fields[i + FieldAt.Colon]!;
+  const vs = fields[i + FieldAt.ValueStart]!;
+  const ve = fields[i + FieldAt.ValueEnd]!;
+  if (vs === colon + 2 && raw[colon + 1] === 32 && ve === fields[i + FieldAt.LineEnd]) take(name, ve + 2);
   else {
     take(name, colon);
     piece(COLON_SP);
@@ -135,18 +118,17 @@ function takeField(raw: Buffer, fields: readonly number[], i: number): void {
   }
 }
 
-/** The pieces in SEG, then `tail` constants and `body`, as one new buffer. */
-function writeHead(raw: Buffer, tail: readonly Buffer[], body: Buffer | null): Buffer {
-  let size = body?.length ?? 0;
+/** The pieces in SEG, then `suffix` and `body`, as one new buffer. */
+function writeHead(raw: Buffer, suffix: Buffer | null, body: Buffer | null): Buffer {
+  let size = (suffix?.length ?? 0) + (body?.length ?? 0);
   for (let k = 0; k < SEG.length; k += 2) size += SEG[k]! >= 0 ? SEG[k + 1]! - SEG[k]! : PIECES[-SEG[k]! - 1]!.length;
-  for (const t of tail) size += t.length;
   const out = Buffer.allocUnsafe(size);
   let at = 0;
   for (let k = 0; k < SEG.length; k += 2) {
     const from = SEG[k]!;
     at = from >= 0 ? copyBytes(raw, from, SEG[k + 1]!, out, at) : copyBytes(PIECES[-from - 1]!, 0, PIECES[-from - 1]!.length, out, at);
   }
-  for (const t of tail) at = copyBytes(t, 0, t.length, out, at);
+  if (suffix !== null) at = copyBytes(suffix, 0, suffix.length, out, at);
   if (body !== null) copyBytes(body, 0, body.length, out, at);
   return out;
 }
@@ -161,19 +143,6 @@ function copyBytes(src: Buffer, from: number, to: number, dst: Buffer, at: numbe
   for (let i = from; i < to; i++) dst[at++] = src[i]!;
   return at;
 }
-
-const TRANSFER_CHUNKED = Buffer.from('Transfer-Encoding: chunked\r\n', 'latin1');
-const END_CLOSE = Buffer.from('Connection: close\r\n\r\n', 'latin1');
-const END_KEEP_ALIVE = Buffer.from('Connection: keep-alive\r\n\r\n', 'latin1');
-const END = Buffer.from('\r\n', 'latin1');
-const TAILS = {
-  close: [END_CLOSE],
-  keepAlive: [END_KEEP_ALIVE],
-  end: [END],
-  chunkedClose: [TRANSFER_CHUNKED, END_CLOSE],
-  chunkedKeepAlive: [TRANSFER_CHUNKED, END_KEEP_ALIVE],
-  chunkedEnd: [TRANSFER_CHUNKED, END],
-};
 
 /**
  * The response head relayed to the client, and `body` after it, as one
@@ -204,10 +173,10 @@ export function responseHeadBytes(
   const dropLength = framing === 'chunked' || framing === 'close';
   let lengthKept = false;
   for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
-    const name = fields[i]!;
-    const colon = fields[i + 1]!;
-    if (isHopByHop(raw, name, colon)) continue;
-    if (named !== null && isNamed(named, raw, name, colon)) continue;
+    const name = fields[i + FieldAt.Name]!;
+    const colon = fields[i + FieldAt.Colon]!;
+    if (nameIn(raw, name, colon, HOP_BY_HOP_NAMES)) continue;
+    if (named !== null && nameIn(raw, name, colon, named)) continue;
     if (bytesAre(raw, name, colon, NAMES.CONTENT_LENGTH)) {
       // Repeats were checked equal; one is enough. A re-framed body has none.
       if (lengthKept || dropLength) continue;
@@ -215,9 +184,9 @@ export function responseHeadBytes(
     }
     takeField(raw, fields, i);
   }
-  const chunked = framing === 'chunked';
-  const tail = close ? (chunked ? TAILS.chunkedClose : TAILS.close) : keepAlive10 ? (chunked ? TAILS.chunkedKeepAlive : TAILS.keepAlive) : chunked ? TAILS.chunkedEnd : TAILS.end;
-  return writeHead(raw, tail, body);
+  if (framing === 'chunked') piece(TRANSFER_CHUNKED);
+  piece(close ? END_CLOSE : keepAlive10 ? END_KEEP_ALIVE : CRLF_PIECE);
+  return writeHead(raw, null, body);
 }
 
 /** The 101 relayed to an upgrade: the upstream's fields with Connection and Upgrade kept. */
@@ -230,7 +199,6 @@ export function switchingHead(res: ResponseHead): string {
   }
   return `${out}\r\n`;
 }
-
 
 /** The gateway's own fields after a request's end-to-end ones, for a connection's last Host (a client rarely changes it). */
 const suffixCache = new WeakMap<ConnInfo, { host: string; bytes: Buffer }>();
@@ -256,21 +224,21 @@ export function forwardHeadBytes(req: RequestHead, info: ConnInfo, upgrade: bool
   let xff = '';
   let fwd = '';
   for (let i = 0; i < fields.length; i += FIELD_STRIDE) {
-    const name = fields[i]!;
-    const colon = fields[i + 1]!;
-    if (isHopByHop(raw, name, colon) || isOwn(raw, name, colon)) continue;
-    if (named !== null && !isFraming(raw, name, colon) && isNamed(named, raw, name, colon)) continue;
-    if (bytesAre(raw, name, colon, NAMES.X_FORWARDED_FOR)) {
-      xff += `${raw.toString('latin1', fields[i + 2]!, fields[i + 3]!)}, `;
+    const name = fields[i + FieldAt.Name]!;
+    const colon = fields[i + FieldAt.Colon]!;
+    if (nameIn(raw, name, colon, HOP_BY_HOP_NAMES) || nameIn(raw, name, colon, OWN_NAMES)) continue;
+    if (named !== null && !nameIn(raw, name, colon, FRAMING_NAMES) && nameIn(raw, name, colon, named)) continue;
+    if (bytesAre(raw, name, colon, X_FORWARDED_FOR)) {
+      xff += `${raw.toString('latin1', fields[i + FieldAt.ValueStart]!, fields[i + FieldAt.ValueEnd]!)}, `;
       continue;
     }
-    if (bytesAre(raw, name, colon, NAMES.FORWARDED)) {
-      fwd += `${raw.toString('latin1', fields[i + 2]!, fields[i + 3]!)}, `;
+    if (bytesAre(raw, name, colon, FORWARDED)) {
+      fwd += `${raw.toString('latin1', fields[i + FieldAt.ValueStart]!, fields[i + FieldAt.ValueEnd]!)}, `;
       continue;
     }
     takeField(raw, fields, i);
   }
-  return writeHead(raw, [forwardSuffix(req, info, upgrade, xff, fwd)], body);
+  return writeHead(raw, forwardSuffix(req, info, upgrade, xff, fwd), body);
 }
 
 /** X-Forwarded-*, Forwarded, framing and Connection, as bytes (cached per connection for the plain case). */
@@ -284,29 +252,11 @@ function forwardSuffix(req: RequestHead, info: ConnInfo, upgrade: boolean, xff: 
   const client = info.client.address;
   let out = `X-Forwarded-For: ${xff}${client}\r\nX-Forwarded-Proto: ${info.proto}\r\n`;
   if (host) out += `X-Forwarded-Host: ${host}\r\n`;
-  out += `Forwarded: ${fwd}for=${forwardedNode(client)};${host ? `host=${forwardedHost(host)};` : ''}proto=${info.proto}\r\n`;
+  out += `Forwarded: ${fwd}for=${forwardedNode(client)};${host ? `host=${forwardedValue(host)};` : ''}proto=${info.proto}\r\n`;
   if (req.framing === 'chunked') out += 'Transfer-Encoding: chunked\r\n';
   if (upgrade && req.upgrade !== null) out += `Connection: Upgrade\r\nUpgrade: ${req.upgrade}\r\n\r\n`;
   else out += 'Connection: keep-alive\r\n\r\n';
   const bytes = Buffer.from(out, 'latin1');
   if (plain) suffixCache.set(info, { host, bytes });
   return bytes;
-}
-
-function isOwn(raw: Buffer, name: number, colon: number): boolean {
-  switch (colon - name) {
-    case 6:
-      return bytesAre(raw, name, colon, NAMES.EXPECT);
-    case 16:
-      return bytesAre(raw, name, colon, NAMES.X_FORWARDED_HOST);
-    case 17:
-      return bytesAre(raw, name, colon, NAMES.X_FORWARDED_PROTO);
-    default:
-      return false;
-  }
-}
-
-/** Routing and body framing depend on these: never dropped because a client names them in Connection. */
-function isFraming(raw: Buffer, name: number, colon: number): boolean {
-  return bytesAre(raw, name, colon, NAMES.HOST) || bytesAre(raw, name, colon, NAMES.CONTENT_LENGTH);
 }

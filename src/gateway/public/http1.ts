@@ -95,7 +95,6 @@ function trimOws(v: string): string {
   return a === 0 && b === v.length ? v : v.slice(a, b);
 }
 
-
 /** Most messages name nothing in Connection: they share this one. */
 const NO_TOKENS: ReadonlySet<string> = new Set();
 
@@ -136,41 +135,38 @@ function byteClass(chars: string): Uint8Array {
   return t;
 }
 
-/** A lower-case ASCII name as bytes, for bytesAre (typed-array loads beat charCodeAt in the hot loop). */
-const lowerName = (name: string): Uint8Array => Uint8Array.from(name, (c) => c.charCodeAt(0));
+/** A lower-case name as bytes, for bytesAre (typed-array loads beat charCodeAt in the hot loop). */
+export const lowerName = (name: string): Uint8Array => Uint8Array.from(name, (c) => c.charCodeAt(0));
 
-/** The names (and option values) the gateway compares heads against. */
+/** The names (and option values) the scanners look for. */
 export const NAMES = {
   CHUNKED: lowerName('chunked'),
   CLOSE: lowerName('close'),
   CONNECTION: lowerName('connection'),
   CONTENT_LENGTH: lowerName('content-length'),
   EXPECT: lowerName('expect'),
-  FORWARDED: lowerName('forwarded'),
   HOST: lowerName('host'),
   KEEP_ALIVE: lowerName('keep-alive'),
-  PROXY_AUTHENTICATE: lowerName('proxy-authenticate'),
-  PROXY_AUTHORIZATION: lowerName('proxy-authorization'),
-  PROXY_CONNECTION: lowerName('proxy-connection'),
-  TE: lowerName('te'),
-  TRAILER: lowerName('trailer'),
   TRANSFER_ENCODING: lowerName('transfer-encoding'),
   UPGRADE: lowerName('upgrade'),
-  X_FORWARDED_FOR: lowerName('x-forwarded-for'),
-  X_FORWARDED_HOST: lowerName('x-forwarded-host'),
-  X_FORWARDED_PROTO: lowerName('x-forwarded-proto'),
 };
 
-/**
- * `buf[start, end)` is `lower` in any ASCII case. `lower` holds lower-case
- * letters and `-` only: OR-ing 0x20 maps exactly the letters' two cases onto
- * the lower one, and `-` only from itself or a CR (never in a name or value).
- */
+/** `buf[start, end)` is `lower` (a lower-case name) with ASCII letters in either case. */
 export function bytesAre(buf: Buffer, start: number, end: number, lower: Uint8Array): boolean {
   const n = lower.length;
   if (end - start !== n) return false;
-  for (let i = 0; i < n; i++) if ((buf[start + i]! | 0x20) !== lower[i]) return false;
+  for (let i = 0; i < n; i++) {
+    const b = buf[start + i]!;
+    if ((b >= 65 && b <= 90 ? b + 32 : b) !== lower[i]) return false;
+  }
   return true;
+}
+
+/** Where the first line of `buf[0, end)` ends (its CR, or `end`). */
+function lineEndIn(buf: Buffer, end: number): number {
+  let i = 0;
+  while (i < end && !(buf[i] === 13 && buf[i + 1] === 10)) i++;
+  return i;
 }
 
 function sameBytes(buf: Buffer, a: number, aEnd: number, b: number, bEnd: number): boolean {
@@ -243,11 +239,9 @@ class ScannedResponse implements ResponseHead {
  */
 export function scanResponseHead(buf: Buffer, end: number, method: string): ResponseHead {
   // Status line: HTTP/1.x SP 3DIGIT [SP reason]
-  let lineEnd = 0;
-  while (lineEnd < end && !(buf[lineEnd] === 13 && buf[lineEnd + 1] === 10)) lineEnd++;
-  let sp = 0;
-  while (sp < lineEnd && buf[sp] !== 32) sp++;
-  if (sp === lineEnd) throw new HttpParseError('bad status line');
+  const lineEnd = lineEndIn(buf, end);
+  const sp = spaceIn(buf, 0, lineEnd);
+  if (sp === -1) throw new HttpParseError('bad status line');
   if (sp !== 8 || !bytesAreExactly(buf, 0, 'HTTP/1.') || (buf[7] !== 49 && buf[7] !== 48)) {
     throw new HttpParseError(`unsupported version ${JSON.stringify(buf.toString('latin1', 0, Math.min(sp, 16)))}`);
   }
@@ -380,8 +374,7 @@ function methodString(buf: Buffer, end: number): string {
  */
 export function scanRequestHead(buf: Buffer, end: number): RequestHead {
   // Request line: method SP request-target SP HTTP/1.x
-  let lineEnd = 0;
-  while (lineEnd < end && !(buf[lineEnd] === 13 && buf[lineEnd + 1] === 10)) lineEnd++;
+  const lineEnd = lineEndIn(buf, end);
   const sp1 = spaceIn(buf, 0, lineEnd);
   const sp2 = sp1 === -1 ? -1 : spaceIn(buf, sp1 + 1, lineEnd);
   if (sp1 <= 0 || sp2 === -1 || spaceIn(buf, sp2 + 1, lineEnd) !== -1) throw new HttpParseError('bad request line');
