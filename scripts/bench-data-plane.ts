@@ -32,9 +32,18 @@
  * printed beside it. A probe on a port the policy does not allow, run
  * alongside every iperf3 run, proves each mode is what it claims (blocked
  * with the table, open without it and with the floor).
+ *
+ * With perf (and the nodes pinned; `--no-perf`: not), each run also samples
+ * the receiving node's CPU — the one that saturates — and reports how much of
+ * it netfilter's hooks, rule evaluation and conntrack take per mode
+ * (sampleNetfilter): the cost itself, where the throughput ratio shows it
+ * through the run-to-run noise.
  */
-import { mkdirSync } from 'node:fs';
-import { availableParallelism, loadavg } from 'node:os';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { Reconciler } from '../src/shared/dataplane/reconcile.js';
@@ -144,6 +153,38 @@ export function deadline(seconds: number, cleanup: () => Promise<void>): NodeJS.
 
 // ---------------------------------------------------------------- the world
 
+/**
+ * Where the receiving node's CPU goes (n2's, CPU 1 when pinned: the one that
+ * runs out first — the sender's CPU idles about half the time): `perf record`
+ * samples it (cpu-clock, call graphs) for PERF_SECONDS in the middle of a run,
+ * and the shares of the netfilter call trees are read from `perf report`. A
+ * share of a saturated CPU is what the throughput pays for, and it is far less
+ * noisy than the throughput itself.
+ */
+export interface NetfilterShare {
+  /** nf_hook_slow with everything it calls: every netfilter hook (the underlay's bridge included). */
+  hooks: number;
+  /** nft_do_chain: evaluating rules. */
+  rules: number;
+  /** nf_conntrack_in: connection tracking's lookup and state machine. */
+  conntrack: number;
+}
+const PERF_SECONDS = 2;
+const execFileP = promisify(execFile);
+
+export async function sampleNetfilter(cpu: number, file: string, delayMs: number): Promise<NetfilterShare> {
+  await new Promise((r) => setTimeout(r, delayMs));
+  await execFileP('perf', ['record', '-q', '-e', 'cpu-clock', '-C', String(cpu), '-g', '-o', file, '--', 'sleep', String(PERF_SECONDS)]);
+  const report = async (...args: string[]): Promise<string> => (await execFileP('perf', ['report', '-i', file, '-q', '-g', 'none', ...args], { maxBuffer: 1 << 26 })).stdout;
+  // Shares of the busy samples: a sample that falls after the run ends (perf takes its time to start) is idle, not work.
+  const idle = Number(/^\s*([\d.]+)%\s+swapper\s*$/m.exec(await report('--sort', 'comm'))?.[1] ?? 0);
+  const bySymbol = await report('--children', '--sort', 'sym');
+  // Lines: "children% self% [k] symbol".
+  const share = (sym: string): number =>
+    (Number(new RegExp(`^\\s*([\\d.]+)%\\s+[\\d.]+%\\s+\\[k\\] ${sym}\\s*$`, 'm').exec(bySymbol)?.[1] ?? 0) * 100) / (100 - idle);
+  return { hooks: share('nf_hook_slow'), rules: share('nft_do_chain'), conntrack: share('nf_conntrack_in') };
+}
+
 /** Underlay context: RUNS iperf3 runs of UNDERLAY_SECONDS. */
 const RUNS = 3;
 const UNDERLAY_SECONDS = 2;
@@ -241,6 +282,9 @@ async function main(): Promise<void> {
   const cpus = availableParallelism();
   // One CPU per lab node (its wireguard-go and its container's iperf3/ping), identical in both modes.
   const pin = cpus >= 2 && !process.argv.includes('--no-pin');
+  // The receiving node's CPU profile needs it pinned (one CPU to sample) and perf.
+  const profile = pin && labUnavailable(['perf']) === null && !process.argv.includes('--no-perf');
+  const perfDir = profile ? mkdtempSync(join(tmpdir(), 'netwall-bench-perf-')) : null;
   const onCpu = (n: NodeName): string[] => (pin ? ['taskset', '-c', n === 'n1' ? '0' : '1'] : []);
   // NetnsLab removes /run/wireguard at cleanup when it created it, and an rmdir in the root mount
   // namespace detaches the per-host tmpfs mounted there in every other live lab (their `wg` then
@@ -254,6 +298,7 @@ async function main(): Promise<void> {
     cleaned = true;
     for (const r of reconcilers) await r.stopUserspace().catch(() => undefined);
     await lab.cleanup();
+    if (perfDir) rmSync(perfDir, { recursive: true, force: true });
     const left = await lab.leftovers();
     if (left.length > 0) console.error(`bench data-plane: namespaces left behind: ${left.join(' ')}`);
   };
@@ -325,16 +370,19 @@ async function main(): Promise<void> {
      * allows is blocked (a) or open (b, c), probed while the run is under way (its 1 s timeout falls
      * in the omitted first second instead of adding to the phase).
      */
-    const measured = async (label: string, mode: Mode): Promise<{ run: IperfResult; verified: string }> => {
+    const measured = async (label: string, mode: Mode): Promise<{ run: IperfResult; verified: string; cpu: NetfilterShare | null }> => {
       for (const n of ['n1', 'n2'] as const) {
         if ((await tableOn(n, 'netwall')) !== (mode === 'a')) throw new Error(`${label}: table inet netwall ${mode === 'a' ? 'missing' : 'present'} on ${n}`);
         if ((await tableOn(n, FLOOR)) !== (mode === 'c')) throw new Error(`${label}: table inet ${FLOOR} ${mode === 'c' ? 'missing' : 'present'} on ${n}`);
       }
       const probe = lab.reach(c1.ns, 'tcp', c2.address, BLOCKED_PORT, { seconds: 1 });
+      // perf starts sampling about a second after it is started: from ~1.5 s in (after the omitted second), inside the run.
+      const sample = perfDir ? sampleNetfilter(1, join(perfDir, `${label}.data`), 500) : Promise.resolve(null);
       const run = await iperf(lab, c1.ns, c2.address, SECONDS, IPERF_PORT, onCpu('n1'));
+      const cpu = await sample;
       const open = await probe;
       if (open === (mode === 'a')) throw new Error(`${label}: tcp ${BLOCKED_PORT} (no policy) is ${open ? 'open' : 'blocked'}`);
-      return { run, verified: `${mode}: tcp ${BLOCKED_PORT} ${open ? 'open' : 'blocked'}` };
+      return { run, verified: `${mode}: tcp ${BLOCKED_PORT} ${open ? 'open' : 'blocked'}`, cpu };
     };
 
     const restoreMs: number[] = [];
@@ -369,13 +417,15 @@ async function main(): Promise<void> {
     const rtt: Record<Mode, number[]> = { a: [], b: [], c: [] };
     const verified = new Set<string>([warmup.verified]);
     const retransmits: Record<Mode, number> = { a: 0, b: 0, c: 0 };
+    const cpuShares: Record<Mode, NetfilterShare[]> = { a: [], b: [], c: [] };
     const order: Mode[] = [];
     for (let i = 0; i < 2 * CYCLES; i++) order.push('a', i % 2 === 0 ? 'b' : 'c');
     order.push('a');
     for (const [phase, mode] of order.entries()) {
       if (phase > 0) await (mode === 'a' ? restoreTable() : deleteTable(mode === 'c'));
-      const { run, verified: v } = await measured(`${mode}${runs[mode].length + 1}`, mode);
+      const { run, verified: v, cpu } = await measured(`${mode}${runs[mode].length + 1}`, mode);
       verified.add(v);
+      if (cpu) cpuShares[mode].push(cpu);
       runs[mode].push(run.gbps);
       retransmits[mode] += run.retransmits;
       rtt[mode].push(...(await pingStats(lab, c1.ns, c2.address, PING_COUNT, onCpu('n1'))).rtts);
@@ -418,6 +468,16 @@ async function main(): Promise<void> {
     out(
       `per-pair ratios in run order: a/b ${pairs.b.map((x) => x.toFixed(3)).join(', ')}; a/c ${pairs.c.map((x) => x.toFixed(3)).join(', ')}; ratio of the medians a/b ${(median(runs.a) / median(runs.b)).toFixed(3)}, a/c ${(median(runs.a) / median(runs.c)).toFixed(3)}; drift last a / first a ${(aRuns[aRuns.length - 1]! / aRuns[0]!).toFixed(3)}`,
     );
+    if (profile) {
+      const m = (mode: Mode, k: keyof NetfilterShare): number => median(cpuShares[mode].map((x) => x[k]));
+      const pct = (x: number): string => `${x.toFixed(2)} %`;
+      out(
+        `receiving node's CPU (n2's, CPU 1, saturated in every mode; perf cpu-clock, ${PERF_SECONDS} s inside each run, medians): netfilter hooks netwall ${pct(m('a', 'hooks'))} / baseline ${pct(m('b', 'hooks'))} (the underlay bridge's) / floor ${pct(m('c', 'hooks'))}; rule evaluation (nft_do_chain) netwall ${pct(m('a', 'rules'))} / floor ${pct(m('c', 'rules'))}; conntrack (nf_conntrack_in) netwall ${pct(m('a', 'conntrack'))} / floor ${pct(m('c', 'conntrack'))}`,
+      );
+      out(
+        `  so the table costs ${(m('a', 'hooks') - m('b', 'hooks')).toFixed(2)} points of the bottleneck CPU (floor: ${(m('c', 'hooks') - m('b', 'hooks')).toFixed(2)}; netwall's rules beyond the floor: ${(m('a', 'hooks') - m('c', 'hooks')).toFixed(2)}); per run, netwall's hooks: ${cpuShares.a.map((x) => x.hooks.toFixed(2)).join(', ')}`,
+      );
+    }
     out(`wg over veth vs veth alone: ${((median(runs.b) / underlay.median) * 100).toFixed(1)} % of the underlay's throughput`);
     out(`rtt netwall  (a): ${rttText(rtt.a)}`);
     out(`rtt baseline (b): ${rttText(rtt.b)}`);

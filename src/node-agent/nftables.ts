@@ -14,9 +14,9 @@
  *            tenant's chain (picked by a verdict map on the source subnet):
  *            router clients, egress (interval set), leaving the subnet dropped,
  *            then the policy rules over address group sets (the mesh chain);
- *            mesh → local containers: the same policy rules, picked by a
- *            verdict map on the WireGuard interface; underlay → anything of
- *            netwall: dropped.
+ *            everything else: replies first, then mesh → local containers:
+ *            the same policy rules, picked by a verdict map on the WireGuard
+ *            interface; underlay → anything of netwall: dropped.
  * - raw:     before conntrack: WireGuard's own packets — the encrypted UDP
  *            to and from this host's listen ports — are not tracked (they
  *            need no state, and conntrack would otherwise look each one up on
@@ -209,6 +209,11 @@ function renderForward(): string[] {
     '\tchain forward {',
     '\t\ttype filter hook forward priority filter; policy accept;',
     `\t\tiifname ${nwc} goto from_container`,
+    // The bulk of a node's packets are replies and mesh flows it has seen before: one test each. A
+    // container's packets never get here (spoofing is checked first, in from_container); a mesh
+    // packet's source is vouched for by WireGuard (its peer's allowed IPs); and the underlay holds no
+    // established flow into netwall (tenant addresses: dropped in raw_prerouting; new flows: below).
+    '\t\tct state established,related accept',
     `\t\tiifname ${nw} goto from_mesh`,
     '\t\t# from the underlay (or anything else): never into netwall (tenant addresses: already dropped in raw_prerouting)',
     `\t\toifname ${nwc} goto drop_underlay`,
@@ -225,7 +230,6 @@ function renderForward(): string[] {
     '\t}',
     '\tchain from_mesh {',
     '\t\tmeta nfproto ipv6 goto drop_ipv6',
-    '\t\tct state established,related accept',
     '\t\tct state invalid goto drop_invalid',
     `\t\toifname != ${nwc} goto drop_transit`,
     '\t\tiifname vmap @mesh_tenant',

@@ -6,9 +6,26 @@
  */
 import type { ChangeLogger, Runner } from '../runner.js';
 
-/** Containers are routed, not bridged: the host must forward IPv4. */
-export const REQUIRED_SYSCTLS: Readonly<Record<string, string>> = {
-  'net.ipv4.ip_forward': '1',
+export interface SysctlSetting {
+  value: string;
+  /**
+   * Set only once the key exists: it belongs to a module that netwall's own
+   * table loads (conntrack), so on a fresh host it appears after the first
+   * firewall apply and is set on the next tick.
+   */
+  optional?: boolean;
+}
+
+export const REQUIRED_SYSCTLS: Readonly<Record<string, SysctlSetting>> = {
+  // Containers are routed, not bridged: the host must forward IPv4.
+  'net.ipv4.ip_forward': { value: '1' },
+  // Conntrack would otherwise sum every TCP/UDP payload it tracks (a packet from
+  // wireguard-go's TUN device arrives with no checksum state), and the receiving
+  // stack sums it again (docs/benchmarks.md, data-plane: a few tenths of a percent
+  // of the receiving node's CPU). A checksum authenticates nothing — anyone who can
+  // forge a packet can sum it — and WireGuard authenticates every mesh packet;
+  // the endpoints still verify. OpenWrt ships the same default.
+  'net.netfilter.nf_conntrack_checksum': { value: '0', optional: true },
 };
 
 export interface SysctlChange {
@@ -19,19 +36,22 @@ export interface SysctlChange {
   new: string;
 }
 
+/** All keys in one `sysctl` call; a key the kernel does not have (yet) is null. */
 export async function observeSysctls(runner: Runner, keys: readonly string[] = Object.keys(REQUIRED_SYSCTLS)): Promise<Record<string, string | null>> {
-  const out: Record<string, string | null> = {};
-  for (const key of keys) {
-    const res = await runner.run(['sysctl', '-n', key], { allowFailure: true });
-    out[key] = res.exitCode === 0 ? res.stdout.trim() : null;
+  // Without -n each line names its key, so a missing key (reported on stderr) shifts nothing.
+  const res = await runner.run(['sysctl', ...keys], { allowFailure: true });
+  const out: Record<string, string | null> = Object.fromEntries(keys.map((k) => [k, null]));
+  for (const line of res.stdout.split('\n')) {
+    const eq = line.indexOf(' = ');
+    if (eq > 0 && line.slice(0, eq) in out) out[line.slice(0, eq)] = line.slice(eq + 3).trim();
   }
   return out;
 }
 
-export function planSysctls(observed: Record<string, string | null>, desired: Readonly<Record<string, string>> = REQUIRED_SYSCTLS): SysctlChange[] {
+export function planSysctls(observed: Record<string, string | null>, desired: Readonly<Record<string, SysctlSetting>> = REQUIRED_SYSCTLS): SysctlChange[] {
   return Object.entries(desired)
-    .filter(([key, value]) => observed[key] !== value)
-    .map(([key, value]) => ({ kind: 'sysctl', op: 'update', key, old: observed[key] ?? null, new: value }));
+    .filter(([key, s]) => observed[key] !== s.value && !(s.optional && (observed[key] ?? null) === null))
+    .map(([key, s]) => ({ kind: 'sysctl', op: 'update', key, old: observed[key] ?? null, new: s.value }));
 }
 
 export async function applySysctlChange(change: SysctlChange, runner: Runner, log: ChangeLogger): Promise<void> {

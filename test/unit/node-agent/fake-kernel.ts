@@ -32,7 +32,10 @@ export class FakeKernel implements Runner {
   /** key `table|dst` → dev */
   readonly routes = new Map<string, string>();
   readonly rules = new Set<string>(); // `priority|from|table`
-  readonly sysctls = new Map<string, string>([['net.ipv4.ip_forward', '0']]);
+  readonly sysctls = new Map<string, string>([
+    ['net.ipv4.ip_forward', '0'],
+    ['net.netfilter.nf_conntrack_checksum', '1'],
+  ]);
   table: string | null = null;
   /** Values of the named drop counters (reason → packets, bytes). */
   readonly counters = new Map<string, { packets: number; bytes: number }>([['spoof', { packets: 3, bytes: 180 }]]);
@@ -80,9 +83,12 @@ export class FakeKernel implements Runner {
       if (a[1] === '-n') return `${this.sysctls.get(a[2] ?? '') ?? ''}\n`;
       if (a[1] === '-w') {
         const [name = '', value = ''] = (a[2] ?? '').split('=');
+        if (!this.sysctls.has(name)) throw new KernelError(`sysctl: cannot stat /proc/sys/${name.replaceAll('.', '/')}: No such file or directory`);
         this.sysctls.set(name, value);
         return '';
       }
+      // `sysctl k1 k2 …`: a line per key the kernel has (the others go to stderr).
+      return a.slice(1).flatMap((name) => (this.sysctls.has(name) ? [`${name} = ${this.sysctls.get(name)}\n`] : [])).join('');
     }
     if (k === 'ip -j -d link show') {
       return JSON.stringify(

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { containerInterfaceName } from '../../../src/node-agent/names.js';
 import { FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, orderChanges, type Change } from '../../../src/shared/dataplane/reconcile.js';
+import { observeSysctls, planSysctls } from '../../../src/shared/dataplane/sysctl.js';
 import { nodeFirewall, renderFirewall } from '../../../src/node-agent/nftables.js';
 import type { ChildHandle, Spawner } from '../../../src/shared/dataplane/wgproc.js';
 import { emptyDocument, type DesiredState } from '../../../src/shared/desired.js';
@@ -139,11 +140,27 @@ test('first reconcile on a fresh host: sysctl, firewall, then interfaces, logged
   const result = await reconciler.reconcile(twoTenants());
   t.deepEqual(result.errors, []);
   t.is(kernel.sysctls.get('net.ipv4.ip_forward'), '1');
+  t.is(kernel.sysctls.get('net.netfilter.nf_conntrack_checksum'), '0');
   t.is(log[0], '[#] sysctl -w net.ipv4.ip_forward=1');
-  t.regex(log[1] ?? '', /^\[#\] nft -f - # replace table inet netwall \(missing/);
-  t.is(log[2], '[#] ip link add nw-acme type wireguard');
+  t.is(log[1], '[#] sysctl -w net.netfilter.nf_conntrack_checksum=0');
+  t.regex(log[2] ?? '', /^\[#\] nft -f - # replace table inet netwall \(missing/);
+  t.is(log[3], '[#] ip link add nw-acme type wireguard');
   t.true(log.includes(`[#] wg set nw-acme peer ${testKey(3)} persistent-keepalive off allowed-ips 10.1.255.1/32,198.51.100.53/32,203.0.113.0/24`));
   t.true(kernel.table?.includes(renderFirewall(twoTenants()).hash));
+});
+
+test('sysctls: read in one call; a missing required key is set, a missing optional one (its module not loaded yet) waits', async (t) => {
+  const kernel = new FakeKernel(new Map());
+  kernel.sysctls.delete('net.netfilter.nf_conntrack_checksum');
+  const observed = await observeSysctls(kernel);
+  t.deepEqual(observed, { 'net.ipv4.ip_forward': '0', 'net.netfilter.nf_conntrack_checksum': null });
+  t.deepEqual(kernel.log, ['sysctl net.ipv4.ip_forward net.netfilter.nf_conntrack_checksum']);
+  t.deepEqual(planSysctls(observed).map((c) => `${c.key}=${c.new}`), ['net.ipv4.ip_forward=1']);
+  t.deepEqual(planSysctls({ 'net.ipv4.ip_forward': null, 'net.netfilter.nf_conntrack_checksum': '1' }).map((c) => `${c.key}=${c.new}`), [
+    'net.ipv4.ip_forward=1',
+    'net.netfilter.nf_conntrack_checksum=0',
+  ]);
+  t.deepEqual(planSysctls({ 'net.ipv4.ip_forward': '1', 'net.netfilter.nf_conntrack_checksum': '0' }), []);
 });
 
 test('an unrelated peer change leaves the other peers (and their handshakes) alone', async (t) => {
