@@ -17,6 +17,11 @@
  *            app:8080. Not a proxy (no Host routing, no forwarded headers, no
  *            limits): the floor of Node's socket plumbing, which any proxy
  *            written for Node pays on this path
+ *   relay2   two such relays chained where tunnel mode's two Node processes
+ *            sit: one in gw (192.0.2.1:8083) → one in the app namespace
+ *            (198.51.100.2:8084) → 127.0.0.1:8080. The floor of any design
+ *            with a Node process at each end (a gateway and a router client
+ *            in the container), before any multiplexing or HTTP
  *   mesh     netwall's PublicGateway in gw (192.0.2.1:80, Host mesh.bench) with
  *            MeshUpstream: a TCP connection from 198.51.100.1 to app:8080
  *   tunnel   the same gateway process, Host tunnel.bench, RouterServer on
@@ -57,7 +62,7 @@ const SECONDS = 8;
 /** Unloaded latency: one connection, one request at a time. */
 const LOW_SECONDS = 3;
 const WARMUP_SECONDS = 2;
-/** Saturated runs in the order d n r m t, then t m r n d (drift shows as a difference between rounds). */
+/** Saturated runs in the order d n r r2 m t, then back (drift shows as a difference between rounds). */
 const ROUNDS = 2;
 const FIXED_RATE = 5000;
 const FIXED_SECONDS = 10;
@@ -74,6 +79,8 @@ const APP_PORT = 8080;
 const SILENT_PORT = 9000;
 const NGINX_PORT = 8081;
 const RELAY_PORT = 8082;
+const RELAY2_PORT = 8083;
+const RELAY2_INNER_PORT = 8084;
 const GATEWAY_HTTP = 80;
 const IDLE_PUBLIC_PORT = 9000;
 const ROUTER_PORT = 7400;
@@ -83,8 +90,8 @@ const APP_BODY = 'hello from the app\n';
 const CHILD = fileURLToPath(new URL('./bench-gateway-child.ts', import.meta.url));
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 
-type Mode = 'direct' | 'nginx' | 'relay' | 'mesh' | 'tunnel';
-const MODES: Mode[] = ['direct', 'nginx', 'relay', 'mesh', 'tunnel'];
+type Mode = 'direct' | 'nginx' | 'relay' | 'relay2' | 'mesh' | 'tunnel';
+const MODES: Mode[] = ['direct', 'nginx', 'relay', 'relay2', 'mesh', 'tunnel'];
 
 // ---------------------------------------------------------------- load generators
 
@@ -418,6 +425,10 @@ async function main(): Promise<void> {
     });
     const relay = await Child.start(children, ns.gw, 'relay', 'relay');
     await relay.request({ cmd: 'start-relay', listen: { host: GW_PUBLIC, port: RELAY_PORT }, source: GW_MESH, target: { host: APP_ADDR, port: APP_PORT } });
+    const relayOuter = await Child.start(children, ns.gw, 'relay', 'relay2 (gw)');
+    await relayOuter.request({ cmd: 'start-relay', listen: { host: GW_PUBLIC, port: RELAY2_PORT }, source: GW_MESH, target: { host: APP_ADDR, port: RELAY2_INNER_PORT } });
+    const relayInner = await Child.start(children, ns.app, 'relay', 'relay2 (app)');
+    await relayInner.request({ cmd: 'start-relay', listen: { host: APP_ADDR, port: RELAY2_INNER_PORT }, source: '127.0.0.1', target: { host: '127.0.0.1', port: APP_PORT } });
     const silent = await Child.start(children, ns.app, 'silent', 'silent app');
     await silent.request({ cmd: 'start-silent', port: SILENT_PORT });
     const gwTarget = { host: 'gw1', meshAddress: GW_MESH, routerPort: ROUTER_PORT };
@@ -447,6 +458,7 @@ async function main(): Promise<void> {
       direct: { url: `http://${APP_ADDR}:${APP_PORT}/` },
       nginx: { url: `http://${GW_PUBLIC}:${NGINX_PORT}/` },
       relay: { url: `http://${GW_PUBLIC}:${RELAY_PORT}/` },
+      relay2: { url: `http://${GW_PUBLIC}:${RELAY2_PORT}/` },
       mesh: { url: `http://${GW_PUBLIC}:${GATEWAY_HTTP}/`, host: 'mesh.bench' },
       tunnel: { url: `http://${GW_PUBLIC}:${GATEWAY_HTTP}/`, host: 'tunnel.bench' },
     };
@@ -471,6 +483,7 @@ async function main(): Promise<void> {
       direct: () => [],
       nginx: () => withChildren(proxyNginx.pid!),
       relay: () => [relay.pid],
+      relay2: () => [relayOuter.pid, relayInner.pid],
       mesh: () => [gateway.pid],
       tunnel: () => [gateway.pid, rcWeb.pid],
     };
@@ -479,8 +492,8 @@ async function main(): Promise<void> {
     // ---- warm-up (JIT, connection pools), then the measured rounds
     for (const m of MODES) await wrk(m, CONNECTIONS, WARMUP_SECONDS);
     progress('warm-up done');
-    const runs: Record<Mode, (WrkResult & { cpuUs: number; userUs: number; appCpuUs: number })[]> = { direct: [], nginx: [], relay: [], mesh: [], tunnel: [] };
-    const low: Record<Mode, WrkResult[]> = { direct: [], nginx: [], relay: [], mesh: [], tunnel: [] };
+    const runs: Record<Mode, (WrkResult & { cpuUs: number; userUs: number; appCpuUs: number })[]> = { direct: [], nginx: [], relay: [], relay2: [], mesh: [], tunnel: [] };
+    const low: Record<Mode, WrkResult[]> = { direct: [], nginx: [], relay: [], relay2: [], mesh: [], tunnel: [] };
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? MODES : [...MODES].reverse();
       for (const m of order) {
@@ -569,8 +582,8 @@ async function main(): Promise<void> {
     const padL = (s: string, n: number): string => s.padStart(n);
 
     out(`load average at start ${load.map((x) => x.toFixed(2)).join(' ')} (${cpus} CPUs, shared by wrk, the proxy, the app and the router client; shared machine, other jobs may run alongside)`);
-    out(`topology: client ${CLIENT_ADDR} —veth— gw ${GW_PUBLIC} | ${GW_MESH} —veth— app ${APP_ADDR}; app = nginx (1 worker, return 200, ${APP_BODY.length}-byte body); reference proxy = nginx (1 worker, upstream keepalive); relay = a blind Node.js byte relay, one upstream connection per client connection (no HTTP at all: the floor of a Node proxy)`);
-    out(`load: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s keep-alive, ${ROUNDS} rounds (d n r m t, then t m r n d) after a ${WARMUP_SECONDS} s warm-up each; unloaded latency: wrk -c1 -d${LOW_SECONDS}s after each run`);
+    out(`topology: client ${CLIENT_ADDR} —veth— gw ${GW_PUBLIC} | ${GW_MESH} —veth— app ${APP_ADDR}; app = nginx (1 worker, return 200, ${APP_BODY.length}-byte body); reference proxy = nginx (1 worker, upstream keepalive); relay = a blind Node.js byte relay, one upstream connection per client connection (no HTTP at all: the floor of a Node proxy); relay2 = two of them chained, in gw and in the app namespace (the floor of tunnel mode's two Node processes)`);
+    out(`load: wrk -t1 -c${CONNECTIONS} -d${SECONDS}s keep-alive, ${ROUNDS} rounds (d n r r2 m t, then t m r2 r n d) after a ${WARMUP_SECONDS} s warm-up each; unloaded latency: wrk -c1 -d${LOW_SECONDS}s after each run`);
     out('');
     out(`${pad('mode', 8)} ${padL('req/s', 8)} ${padL('(runs)', 16)} ${padL('p50', 9)} ${padL('p99', 9)} ${padL('c1 p50', 9)} ${padL('c1 p99', 9)} ${padL('errors', 6)} ${padL('proxy CPU/req (user)', 22)} ${padL('app CPU/req', 11)}`);
     for (const m of MODES) {
@@ -591,6 +604,9 @@ async function main(): Promise<void> {
     }
     out(
       `relay (Node.js floor, no HTTP work): req/s ${f2(rps('relay') / rps('nginx'))} x nginx, ${f1(mean(runs.relay.map((r) => r.cpuUs)))} µs CPU/req (${f1(mean(runs.relay.map((r) => r.userUs)))} user); mesh ${f2(rps('mesh') / rps('relay'))} x relay, tunnel ${f2(rps('tunnel') / rps('relay'))} x relay`,
+    );
+    out(
+      `relay2 (two Node.js relays chained, where the gateway and the router client run): req/s ${f2(rps('relay2') / rps('nginx'))} x nginx, ${f1(mean(runs.relay2.map((r) => r.cpuUs)))} µs CPU/req in both; tunnel ${f2(rps('tunnel') / rps('relay2'))} x relay2`,
     );
     out('');
     out(`fixed ${FIXED_RATE} req/s, open loop over ${FIXED_CONNECTIONS} keep-alive connections (tunnel ${FIXED_SECONDS} s, the others ${FIXED_OTHER_SECONDS} s); latency from each request's scheduled time (from its write in brackets):`);
