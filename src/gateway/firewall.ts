@@ -123,7 +123,7 @@ export function renderGatewayFirewall(doc: DesiredState, options: GatewayFirewal
     ...rawChains([`${TENANT_IF_PREFIX}*`, `${CONTAINER_IF_PREFIX}*`], 'drop_inbound'),
     '\tchain input {',
     '\t\ttype filter hook input priority filter; policy accept;',
-    '\t\tiifname "lo" accept',
+    '\t\tiif "lo" accept',
     `\t\tiifname ${MESH} goto mesh_input`,
     // (outside → mesh addresses: dropped in raw_prerouting, before conntrack)
     '\t\tct state established,related accept',

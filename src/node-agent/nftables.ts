@@ -180,7 +180,7 @@ function renderInput(underlay: UnderlayOptions, wgPorts: readonly number[]): str
     '\t\ttype filter hook input priority filter; policy accept;',
     `\t\tiifname "${CONTAINER_IF_PREFIX}*" goto drop_to_host`,
     `\t\tiifname "${TENANT_IF_PREFIX}*" goto mesh_to_host`,
-    '\t\tiifname "lo" accept',
+    '\t\tiif "lo" accept',
     // (underlay → tenant addresses: dropped in raw_prerouting, before conntrack)
   ];
   if (underlay.restrictInput) lines.push(underlay.interfaces ? '\t\tiifname @underlay_ifs goto underlay_input' : '\t\tgoto underlay_input');

@@ -35,7 +35,7 @@ export function rawChains(inside: readonly string[], drop: string): string[] {
     '\t\tudp dport @wg_ports ip daddr != @tenant_nets fib daddr type local notrack accept',
     '\t\tmeta nfproto ipv6 udp dport @wg_ports fib daddr type local notrack accept',
     ...inside.map((i) => `\t\tiifname "${i}" accept`),
-    '\t\tiifname "lo" accept',
+    '\t\tiif "lo" accept', // an index compare: lo exists from the namespace's start, always index 1 (a name test copies 16 bytes)
     `\t\tip daddr @tenant_nets goto ${drop}`,
     `\t\tip saddr @tenant_nets goto ${drop}`,
     '\t}',

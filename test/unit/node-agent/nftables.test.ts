@@ -88,7 +88,7 @@ test('tenant addresses arriving off the netwall interfaces are dropped before co
   t.deepEqual(chainRules(text, 'raw_prerouting').slice(2), [
     'iifname "nw-*" accept',
     'iifname "nwc*" accept',
-    'iifname "lo" accept',
+    'iif "lo" accept',
     'ip daddr @tenant_nets goto drop_underlay',
     'ip saddr @tenant_nets goto drop_underlay',
   ]);
