@@ -35,7 +35,15 @@ async function entryPoint(t: ExecutionContext, id: string, host = '127.0.0.1'): 
 }
 
 /** A port on `host` where nothing listens (connect is refused). */
-async function refusedPort(host = '127.0.0.1'): Promise<number> {
+/**
+ * Where refused targets live: no test binds this loopback address, so the port
+ * freed below cannot be taken by another test's listener (test files run in
+ * parallel on one host; a port freed on 127.0.0.1 once came back as another
+ * test's gateway, which answered 429).
+ */
+const DEAD = '127.0.0.66';
+
+async function refusedPort(host = DEAD): Promise<number> {
   const s = net.createServer();
   await new Promise<void>((r) => s.listen(0, host, () => r()));
   const port = (s.address() as net.AddressInfo).port;
@@ -107,17 +115,17 @@ test('failover: a refused target is skipped by the same open(), marked down, ret
   let clock = 1_000_000;
   const lines: string[] = [];
   const up = new MeshUpstream({ downForMs: 5000, now: () => clock, log: (l) => lines.push(l) });
-  const e = meshExposure([{ port: deadPort }, a]);
+  const e = meshExposure([{ address: DEAD, port: deadPort }, a]);
   t.is(await openId(up, e), 'a', 'the refused target failed over to the next one in the same open()');
   t.like(up.stats(), { opens: 1, connectFailures: 1, targetsDown: 1 });
-  t.true(up.isDown('acme', '127.0.0.1', deadPort));
-  t.regex(lines.join('\n'), new RegExp(`127\\.0\\.0\\.1:${deadPort} of acme/web down for 5000 ms`));
+  t.true(up.isDown('acme', DEAD, deadPort));
+  t.regex(lines.join('\n'), new RegExp(`127\\.0\\.0\\.66:${deadPort} of acme/web down for 5000 ms`));
   // While it is down, every open goes straight to the live target: no new connect failure.
   for (let i = 0; i < 4; i++) t.is(await openId(up, e), 'a');
   t.is(up.stats().connectFailures, 1, 'the down target was not dialled again');
   // After downForMs it is tried again (and fails again → down again).
   clock += 5001;
-  t.false(up.isDown('acme', '127.0.0.1', deadPort));
+  t.false(up.isDown('acme', DEAD, deadPort));
   t.is(await openId(up, e), 'a');
   t.is(await openId(up, e), 'a');
   t.is(up.stats().connectFailures, 2, 'retried once after the down period, then skipped again');
@@ -231,8 +239,8 @@ test('behind PublicGateway: HTTP reaches the entry point over MeshUpstream; no l
   closeAtEnd(t, app);
   const dead = await refusedPort();
   const up = new MeshUpstream({ sourceAddress: () => '127.0.0.3' });
-  const web = meshExposure([{ port: dead }, { port: appPort }], { protocol: 'http', hostnames: ['web.example.com'] });
-  const down = meshExposure([{ port: dead }], { name: 'down', protocol: 'http', hostnames: ['down.example.com'] });
+  const web = meshExposure([{ address: DEAD, port: dead }, { port: appPort }], { protocol: 'http', hostnames: ['web.example.com'] });
+  const down = meshExposure([{ address: DEAD, port: dead }], { name: 'down', protocol: 'http', hostnames: ['down.example.com'] });
   const { http: port } = await startGateway(t, [web, down], up);
   const r1 = await get(port, 'web.example.com', { path: '/one' });
   const r2 = await get(port, 'web.example.com', { path: '/two' });
