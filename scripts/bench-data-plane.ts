@@ -161,7 +161,7 @@ export function deadline(seconds: number, cleanup: () => Promise<void>): NodeJS.
  * share of a saturated CPU is what the throughput pays for, and it is far less
  * noisy than the throughput itself.
  */
-export interface NetfilterShare {
+interface NetfilterShare {
   /** nf_hook_slow with everything it calls: every netfilter hook (the underlay's bridge included). */
   hooks: number;
   /** nft_do_chain: evaluating rules. */
@@ -172,7 +172,7 @@ export interface NetfilterShare {
 const PERF_SECONDS = 2;
 const execFileP = promisify(execFile);
 
-export async function sampleNetfilter(cpu: number, file: string, delayMs: number): Promise<NetfilterShare> {
+async function sampleNetfilter(cpu: number, file: string, delayMs: number): Promise<NetfilterShare> {
   await new Promise((r) => setTimeout(r, delayMs));
   await execFileP('perf', ['record', '-q', '-e', 'cpu-clock', '-C', String(cpu), '-g', '-o', file, '--', 'sleep', String(PERF_SECONDS)]);
   const report = async (...args: string[]): Promise<string> => (await execFileP('perf', ['report', '-i', file, '-q', '-g', 'none', ...args], { maxBuffer: 1 << 26 })).stdout;

@@ -37,7 +37,8 @@ export interface SysctlChange {
 }
 
 /** All keys in one `sysctl` call; a key the kernel does not have (yet) is null. */
-export async function observeSysctls(runner: Runner, keys: readonly string[] = Object.keys(REQUIRED_SYSCTLS)): Promise<Record<string, string | null>> {
+export async function observeSysctls(runner: Runner): Promise<Record<string, string | null>> {
+  const keys = Object.keys(REQUIRED_SYSCTLS);
   // Without -n each line names its key, so a missing key (reported on stderr) shifts nothing.
   const res = await runner.run(['sysctl', ...keys], { allowFailure: true });
   const out: Record<string, string | null> = Object.fromEntries(keys.map((k) => [k, null]));

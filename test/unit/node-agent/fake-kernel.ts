@@ -80,7 +80,6 @@ export class FakeKernel implements Runner {
   private exec(a: string[], options: RunOptions): string {
     const k = a.join(' ');
     if (a[0] === 'sysctl') {
-      if (a[1] === '-n') return `${this.sysctls.get(a[2] ?? '') ?? ''}\n`;
       if (a[1] === '-w') {
         const [name = '', value = ''] = (a[2] ?? '').split('=');
         if (!this.sysctls.has(name)) throw new KernelError(`sysctl: cannot stat /proc/sys/${name.replaceAll('.', '/')}: No such file or directory`);
