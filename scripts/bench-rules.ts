@@ -17,20 +17,24 @@
  * Figures (all through the agent's real path: `Reconciler.reconcile()` with
  * wireguard-go for the 10 tenants' interfaces, the firewall memory file in a
  * state directory, every command through nsenter into the namespace):
- *  (a) render (pure, median); a full replace of the large table (a policy's
+ *  (a) render (pure, median), and the agent's render (its tenant cache, one
+ *      tenant changed, the document parsed anew); a full replace of the large table (a policy's
  *      port changes: new structure) as one reconcile tick, split into nft time
  *      (list + nft -f + list), other commands (sysctl, ip, wg observation) and
  *      JS (render, plan, memory file); the idle tick (nothing changed: the
  *      drift check lists the table).
- *  (b) one workload added/removed on this node as one reconcile tick: the
- *      element fast path (one `nft -f` of create/delete element lines, no
+ *  (b) one workload added/removed on this node as one reconcile tick, each
+ *      document parsed anew as the agent gets it: the element fast path (one `nft -f` of create/delete element lines, no
  *      listing) and the same change on a tick where the drift check is due
  *      (the table is listed first; clock advanced past
  *      FAST_PATH_MAX_UNVERIFIED_MS).
  *  (c) iperf3 TCP between two containers on this node (same-node routed veths,
  *      through the forward chain) with the large table vs a small one (the
- *      same two workloads and one policy), interleaved in one run: rounds of
- *      (large, small) in alternating order, medians and per-round ratios.
+ *      same two workloads and one policy) vs no table at all, interleaved in
+ *      one run: rounds of (large, small, none) in rotating order, medians and
+ *      per-round ratios. Veth carries GSO-sized packets (up to 64 KB), so
+ *      large/none is what the wall costs where per-packet work is paid once
+ *      per aggregate, as on kernel WireGuard with GRO.
  */
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
@@ -71,6 +75,8 @@ const IPERF_RULES: Policy['rules'] = [
 /** The one-workload change of (b): tenant3, joins s(app=app3) and s(app=app3,env=env1). */
 const NEW_WORKLOAD: LocalWorkload = { name: 'new-w', address: '10.4.1.200', labels: { app: 'app3', env: 'env1' } };
 
+/** A document as the agent holds it: parsed anew from the coordinator's answer, sharing nothing with the last one. */
+const fresh = (doc: DesiredState): DesiredState => JSON.parse(JSON.stringify(doc)) as DesiredState;
 const groupId = (selector: Labels): string => `s_${createHash('sha256').update(selectorKey(selector)).digest('hex').slice(0, 12)}`;
 const fakeKey = (i: number): string => Buffer.alloc(32, i % 251).toString('base64');
 
@@ -297,6 +303,16 @@ async function main(): Promise<void> {
       textTimes.push((await timed(() => rendered.text)).ms);
     }
     out(`(a) render (pure), every tick: ${stats(renderTimes)}; + full text for a replace: ${stats(textTimes)}; ${(rendered.text.length / 1024).toFixed(0)} KiB, ${rendered.text.split('\n').length} lines`);
+    // The agent's renderer keeps the last render's tenants: a change to one tenant renders that one again.
+    const agentRender = nodeFirewall().render;
+    agentRender(fresh(big));
+    const cachedTimes: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const doc = fresh(i % 2 ? big : changed);
+      (globalThis as { gc?: () => void }).gc?.();
+      cachedTimes.push((await timed(() => agentRender(doc))).ms);
+    }
+    out(`    the agent's render (tenant cache; one tenant changed, document parsed anew): ${stats(cachedTimes)}`);
 
     // ---- the node: network + mount namespace (wireguard-go sockets stay private), the agent's Reconciler
     const host = await lab.host('n1');
@@ -373,7 +389,7 @@ async function main(): Promise<void> {
     const fast: Tick[] = [];
     const vethElem = `"${containerInterfaceName('tenant3', NEW_WORKLOAD.name)}" . ${NEW_WORKLOAD.address}`;
     for (let i = 0; i < 10; i++) {
-      const t = await tick(i % 2 ? big : changed);
+      const t = await tick(fresh(i % 2 ? big : changed));
       if (t.kinds !== 'firewall-elements:changed' || t.nftCalls !== '-f -') throw new Error(`one workload: planned ${t.kinds}, nft ${t.nftCalls}`);
       fast.push(t);
       const present = (await host.runner.run(['nft', 'get', 'element', 'inet', 'netwall', 'veth_addr', `{ ${vethElem} }`], { allowFailure: true })).exitCode === 0;
@@ -386,7 +402,7 @@ async function main(): Promise<void> {
     const due: Tick[] = [];
     for (let i = 0; i < 4; i++) {
       clockOffset += FAST_PATH_MAX_UNVERIFIED_MS + 1000;
-      const t = await tick(i % 2 ? big : changed);
+      const t = await tick(fresh(i % 2 ? big : changed));
       if (t.kinds !== 'firewall-elements:changed') throw new Error(`one workload, check due: planned ${t.kinds}`);
       due.push(t);
     }
@@ -394,19 +410,23 @@ async function main(): Promise<void> {
     const nonFirewall = median(idle.map((x) => x.other));
     out(`    (every reconcile tick also observes sysctl, links, addresses, 10 x wg show, routes and rules: ${ms(nonFirewall)} of "other commands" here, and derives the 10 tenants' public keys in JS: not firewall work)`);
 
-    // ---- (c) throughput through the forward chain, large and small tables interleaved
-    // Rounds alternate the order (LS, SL, LS, …) so load that drifts during the run hits both alike.
+    // ---- (c) throughput through the forward chain: large table, small table, no table, interleaved
+    // Rounds rotate and reverse the order so load that drifts during the run hits every arm alike.
+    type Arm = 'large' | 'small' | 'none';
+    const ARMS: Arm[] = ['large', 'small', 'none'];
     const texts = { large: renderFirewall(big).text, small: renderFirewall(small).text };
     const nftRunner = host.runner;
-    const runsOf: Record<'large' | 'small', number[]> = { large: [], small: [] };
-    const rttsOf: Record<'large' | 'small', number[]> = { large: [], small: [] };
-    const switchMs: Record<'large' | 'small', number[]> = { large: [], small: [] };
+    const runsOf: Record<Arm, number[]> = { large: [], small: [], none: [] };
+    const rttsOf: Record<Arm, number[]> = { large: [], small: [], none: [] };
+    const switchMs: Record<Arm, number[]> = { large: [], small: [], none: [] };
     const pairs: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      const order: ('large' | 'small')[] = round % 2 ? ['small', 'large'] : ['large', 'small'];
-      const got: Record<string, number> = {};
+      const rotated = [...ARMS.slice(round % 3), ...ARMS.slice(0, round % 3)];
+      const order = round % 2 ? rotated.reverse() : rotated;
+      const got: Partial<Record<Arm, number>> = {};
       for (const which of order) {
-        switchMs[which].push((await timed(() => nftRunner.run(['nft', '-f', '-'], { input: replaceTransaction(texts[which], NODE_TABLE) }))).ms);
+        const load = which === 'none' ? `table ${NODE_TABLE.family} ${NODE_TABLE.name} {}\ndelete table ${NODE_TABLE.family} ${NODE_TABLE.name}\n` : replaceTransaction(texts[which], NODE_TABLE);
+        switchMs[which].push((await timed(() => nftRunner.run(['nft', '-f', '-'], { input: load }))).ms);
         if (round === 0) await lab.exec(c1.ns, ['ping', '-c', '3', '-i', '0.2', '-W', '1', c2.address], { allowFailure: true });
         const r = await iperf(lab, c1.ns, c2.address, SECONDS);
         runsOf[which].push(r.gbps);
@@ -415,14 +435,17 @@ async function main(): Promise<void> {
       }
       pairs.push(got.large! / got.small!);
     }
+    await nftRunner.run(['nft', '-f', '-'], { input: replaceTransaction(texts.large, NODE_TABLE) });
     const blocked = await lab.reach(c1.ns, 'tcp', c2.address, 22, { seconds: 1 });
     if (blocked) throw new Error('sanity: client → server tcp 22 is open with the large table loaded');
     const rtt = (xs: number[]): string => `p50 ${percentile(xs, 50).toFixed(3)} / avg ${(xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3)} / p99 ${percentile(xs, 99).toFixed(3)} ms (n=${xs.length})`;
     const gb = (xs: number[]): string => `${median(xs).toFixed(2)} Gbit/s median (min ${Math.min(...xs).toFixed(2)}, max ${Math.max(...xs).toFixed(2)}, n=${xs.length})`;
-    out(`(c) iperf3 TCP container→container on this node, ${ROUNDS} rounds x (large, small) x ${SECONDS} s (+1 s omitted), order alternating; the allowing rule is the last of its tenant's 100`);
+    out(`(c) iperf3 TCP container→container on this node, ${ROUNDS} rounds x (large, small, no table) x ${SECONDS} s (+1 s omitted), order rotating; the allowing rule is the last of its tenant's 100`);
     out(`    large table: ${gb(runsOf.large)}; rtt ${rtt(rttsOf.large)}; switch to it (nft -f) ${ms(median(switchMs.large))}`);
     out(`    small table: ${gb(runsOf.small)}; rtt ${rtt(rttsOf.small)}; switch to it (nft -f) ${ms(median(switchMs.small))}`);
+    out(`    no table (no netfilter at all on this path): ${gb(runsOf.none)}; rtt ${rtt(rttsOf.none)}`);
     out(`    throughput ratio large/small: ${(median(runsOf.large) / median(runsOf.small)).toFixed(3)} (medians)   (target >= 0.95); per-round ratios ${pairs.map((x) => x.toFixed(2)).join(', ')} (median ${median(pairs).toFixed(3)})`);
+    out(`    the whole wall on a path with GSO-sized packets (veth, no WireGuard): large/none ${(median(runsOf.large) / median(runsOf.none)).toFixed(3)}, small/none ${(median(runsOf.small) / median(runsOf.none)).toFixed(3)} (medians)`);
     out(`    rtt p50 large - small: ${((percentile(rttsOf.large, 50) - percentile(rttsOf.small, 50)) * 1000).toFixed(0)} µs`);
     out(`bench wall time: ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {

@@ -123,21 +123,38 @@ function policyRules(t: TenantState): string[] {
   ];
 }
 
+/** One set declaration, as `TableText.set` takes it. */
+interface SetDecl {
+  name: string;
+  type: string;
+  elements: readonly string[];
+  flags: string[];
+  dynamic: boolean;
+}
+
+/** What one tenant adds to the table: its sets and its chains. Shared between renders: never mutated. */
+interface TenantFragment {
+  readonly sets: readonly SetDecl[];
+  readonly chains: readonly string[];
+}
+
 /**
- * Sets and chains of one tenant. The policy rules live once, in the mesh
- * chain `m_<tenant>`; the container chain `c_<tenant>` drops what leaves the
- * tenant's subnet and then continues there (`goto m_…`). Address groups only
- * ever hold the tenant's own addresses, so this is the same verdict as
- * repeating the policies in both chains, with half the rules (rule count is
- * what nft's apply and listing time grow with).
+ * Sets and chains of one tenant, a function of its TenantState alone. The
+ * policy rules live once, in the mesh chain `m_<tenant>`; the container
+ * chain `c_<tenant>` drops what leaves the tenant's subnet and then continues
+ * there (`goto m_…`). Address groups only ever hold the tenant's own
+ * addresses, so this is the same verdict as repeating the policies in both
+ * chains, with half the rules (rule count is what nft's apply and listing
+ * time grow with).
  */
-function renderTenant(t: TenantState, table: TableText, chains: string[]): void {
+function renderTenant(t: TenantState): TenantFragment {
   const id = tenantIdent(t.tenant);
   const subnet = normalizeCidr(t.subnet);
+  const sets: SetDecl[] = [];
   const groupNames = new Set([...Object.keys(t.firewall.groups), ...t.firewall.rules.flatMap((r) => [r.from, r.to])]);
   for (const g of [...groupNames].sort()) {
     const { elements, interval } = addressElements(t.firewall.groups[g] ?? []);
-    table.set(groupSetName(t.tenant, g), 'ipv4_addr', elements, interval ? ['interval', 'auto-merge'] : [], true);
+    sets.push({ name: groupSetName(t.tenant, g), type: 'ipv4_addr', elements, flags: interval ? ['interval', 'auto-merge'] : [], dynamic: true });
   }
 
   const fromContainers: string[] = [];
@@ -145,21 +162,21 @@ function renderTenant(t: TenantState, table: TableText, chains: string[]): void 
     .filter((e) => e.mode === 'tunnel')
     .flatMap((e) => e.gateways.map((g) => `${stripPrefix(e.address)} . ${stripPrefix(g.meshAddress)} . ${g.routerPort}`));
   if (routers.length > 0) {
-    table.set(`r_${id}`, 'ipv4_addr . ipv4_addr . inet_service', [...new Set(routers)].sort());
+    sets.push({ name: `r_${id}`, type: 'ipv4_addr . ipv4_addr . inet_service', elements: [...new Set(routers)].sort(), flags: [], dynamic: false });
     fromContainers.push(`\t\tip saddr . ip daddr . tcp dport @r_${id} accept comment "router clients"`);
   }
   if (t.egress.gateway) {
     const { l4, icmp } = egressElements(t.egress.allow);
     if (l4.length > 0) {
-      table.set(`e_${id}`, 'ipv4_addr . inet_proto . inet_service', l4, ['interval']);
+      sets.push({ name: `e_${id}`, type: 'ipv4_addr . inet_proto . inet_service', elements: l4, flags: ['interval'], dynamic: false });
       fromContainers.push(`\t\toifname "${t.iface}" ip daddr . meta l4proto . th dport @e_${id} accept comment "egress"`);
     }
     if (icmp.length > 0) {
-      table.set(`ei_${id}`, 'ipv4_addr', icmp, ['interval', 'auto-merge']);
+      sets.push({ name: `ei_${id}`, type: 'ipv4_addr', elements: icmp, flags: ['interval', 'auto-merge'], dynamic: false });
       fromContainers.push(`\t\toifname "${t.iface}" ip protocol icmp ip daddr @ei_${id} accept comment "egress icmp"`);
     }
   }
-  chains.push(
+  const chains = [
     `\tchain c_${id} {`,
     ...fromContainers,
     `\t\tip daddr != ${subnet} ip daddr @tenant_nets goto drop_cross_tenant`,
@@ -171,7 +188,33 @@ function renderTenant(t: TenantState, table: TableText, chains: string[]): void 
     `\t\tip daddr != ${subnet} goto drop_cross_tenant`,
     '\t\tgoto drop_policy',
     '\t}',
-  );
+  ];
+  return { sets, chains };
+}
+
+/**
+ * The last render's tenant fragments, keyed by the tenant's whole state (its
+ * JSON): a document that changes one tenant renders that tenant again and
+ * reuses the others'. Serialising a tenant costs a sixth of rendering it
+ * (most of a large tenant is its address groups). One entry per tenant of the
+ * last document.
+ */
+export class TenantRenderCache {
+  private readonly byTenant = new Map<string, { key: string; fragment: TenantFragment }>();
+
+  fragment(t: TenantState): TenantFragment {
+    const key = JSON.stringify(t);
+    const hit = this.byTenant.get(t.tenant);
+    if (hit?.key === key) return hit.fragment;
+    const fragment = renderTenant(t);
+    this.byTenant.set(t.tenant, { key, fragment });
+    return fragment;
+  }
+
+  /** Forget tenants that left the document. */
+  retain(tenants: ReadonlySet<string>): void {
+    for (const name of this.byTenant.keys()) if (!tenants.has(name)) this.byTenant.delete(name);
+  }
 }
 
 function renderInput(underlay: UnderlayOptions, wgPorts: readonly number[]): string[] {
@@ -248,7 +291,7 @@ function normalizeUnderlay(options: FirewallOptions): UnderlayOptions {
 }
 
 /** The table for a document (pure, deterministic): structure hash, element sets, and the full text on demand. */
-export function renderFirewall(doc: DesiredState, options: FirewallOptions = {}): RenderedFirewall {
+export function renderFirewall(doc: DesiredState, options: FirewallOptions = {}, cache?: TenantRenderCache): RenderedFirewall {
   const underlay = normalizeUnderlay(options);
   const tenants = [...doc.tenants].sort((a, b) => a.tenant.localeCompare(b.tenant));
   const table = new TableText();
@@ -270,7 +313,12 @@ export function renderFirewall(doc: DesiredState, options: FirewallOptions = {})
     if (underlay.interfaces) table.set('underlay_ifs', 'ifname', underlay.interfaces.map((i) => `"${i}"`));
   }
   const tenantChains: string[] = [];
-  for (const t of tenants) renderTenant(t, table, tenantChains);
+  for (const t of tenants) {
+    const fragment = cache ? cache.fragment(t) : renderTenant(t);
+    for (const s of fragment.sets) table.set(s.name, s.type, s.elements, s.flags, s.dynamic);
+    tenantChains.push(...fragment.chains);
+  }
+  cache?.retain(new Set(tenants.map((t) => t.tenant)));
   for (const reason of DROP_REASONS) table.push(...dropChain(reason));
   table.push(...tenantChains, ...rawChains([`${TENANT_IF_PREFIX}*`, `${CONTAINER_IF_PREFIX}*`], 'drop_underlay'), ...renderForward(), ...renderInput(underlay, wgPorts));
 
@@ -279,9 +327,10 @@ export function renderFirewall(doc: DesiredState, options: FirewallOptions = {})
 
 /** How a node's reconciler renders and checks its table. */
 export function nodeFirewall(options: FirewallOptions = {}): FirewallSpec {
+  const cache = new TenantRenderCache();
   return {
     table: NODE_TABLE,
-    render: (doc) => renderFirewall(doc, options),
+    render: (doc) => renderFirewall(doc, options, cache),
     ...(options.verifySeconds !== undefined ? { verifySeconds: options.verifySeconds } : {}),
   };
 }

@@ -275,6 +275,7 @@ export function elementDeltas(desired: RenderedFirewall, before: Record<string, 
 }
 
 function sameMembers(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true; // a cached tenant's set, unchanged since we applied it
   if (a.length !== b.length) return false;
   let i = 0;
   while (i < a.length && a[i] === b[i]) i++; // both sorted: the usual case ends here

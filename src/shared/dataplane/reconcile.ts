@@ -331,6 +331,13 @@ export interface ReconcilerOptions {
 }
 
 /**
+ * The memory file describes the kernel's table, which a power loss wipes with
+ * it: no fsync on the tick's path. A file torn by a power loss reads as no
+ * memory (or as drift), and the first tick replaces the table once.
+ */
+const MEMORY_WRITE = { durable: false };
+
+/**
  * What the agent's main loop holds: call `reconcile(doc)` each tick with the
  * latest good document; `plan(doc)` to check without changing anything.
  */
@@ -378,7 +385,7 @@ export class Reconciler {
     const after = this.firewallMemory.current;
     if (this.options.firewallMemoryFile && after && after !== before) {
       const t0 = performance.now();
-      writeFileAtomic(this.options.firewallMemoryFile, JSON.stringify(after), 0o600);
+      writeFileAtomic(this.options.firewallMemoryFile, JSON.stringify(after), 0o600, MEMORY_WRITE);
       result.firewallMs += performance.now() - t0;
     }
     return result;
@@ -401,7 +408,7 @@ export class Reconciler {
     );
     this.firewallMemory.current = memory;
     this.firewallMemory.verifiedAt = (this.options.now ?? Date.now)();
-    if (this.options.firewallMemoryFile) writeFileAtomic(this.options.firewallMemoryFile, JSON.stringify(memory), 0o600);
+    if (this.options.firewallMemoryFile) writeFileAtomic(this.options.firewallMemoryFile, JSON.stringify(memory), 0o600, MEMORY_WRITE);
     return true;
   }
 

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { applyFirewallChange, elementsTransaction, parseCounters, parseListing, planFirewall, readDropCounters, tableHash, validMemory, withCounterValues, type FirewallChange, type FirewallMemory, type RenderedFirewall } from '../../../src/shared/dataplane/nft-table.js';
 import { egressElements, mergePorts } from '../../../src/shared/dataplane/nft-elements.js';
-import { NODE_TABLE, renderFirewall, type FirewallOptions } from '../../../src/node-agent/nftables.js';
+import { NODE_TABLE, renderFirewall, TenantRenderCache, type FirewallOptions } from '../../../src/node-agent/nftables.js';
 import { cidrRange } from '../../../src/shared/dataplane/routes.js';
 import type { DesiredState } from '../../../src/shared/desired.js';
 import { FakeRunner } from '../../../src/shared/runner.js';
@@ -222,6 +222,31 @@ test('the structure hash ignores workload set members; the full text carries the
   const newGroup = twoTenants();
   newGroup.tenants[0]!.firewall.groups['app=new'] = [];
   t.not(renderFirewall(newGroup).hash, a.hash, 'a group coming into existence is structure');
+});
+
+test('the tenant render cache: every document renders as without it; only changed tenants render again', (t) => {
+  const cache = new TenantRenderCache();
+  const same = (doc: DesiredState, label: string): RenderedFirewall => {
+    const cached = renderFirewall(doc, TWO_OPTIONS, cache);
+    const plain = renderFirewall(doc, TWO_OPTIONS);
+    t.is(cached.text, plain.text, label);
+    t.is(cached.hash, plain.hash, label);
+    return cached;
+  };
+  const first = same(twoTenants(), 'first render');
+  const again = same(twoTenants(), 'the same document, parsed anew');
+  t.is(again.elementSets.g_acme_app_web_686126?.elements, first.elementSets.g_acme_app_web_686126?.elements, 'an unchanged tenant is not rendered again');
+  const grown = same(withNewWorkload(), 'a member joins');
+  t.deepEqual(grown.elementSets.g_acme_app_web_686126?.elements, ['10.1.1.10', '10.1.1.12', '10.1.2.10']);
+  t.is(grown.elementSets.g_beta_corp_app_api_e10182?.elements, first.elementSets.g_beta_corp_app_api_e10182?.elements, 'the other tenant is reused');
+  const structural = twoTenants();
+  structural.tenants[0]!.firewall.rules[0]!.ports = [{ from: 5433, to: 5433 }];
+  t.not(same(structural, 'a policy port changes').hash, first.hash);
+  const oneLeft = twoTenants();
+  oneLeft.tenants.splice(1, 1);
+  same(oneLeft, 'a tenant leaves');
+  same(twoTenants(), 'and comes back');
+  same(large(3, 120, 6, 10), 'another document altogether');
 });
 
 test('parseListing: the kernel listing splits into structure, workload set members and counters', (t) => {
