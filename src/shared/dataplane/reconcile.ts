@@ -36,7 +36,7 @@ import {
   type TableRef,
 } from './nft-table.js';
 import { applyRouteChange, desiredRouting, observeRouting, planRoutes, type RouteChange, type RoutingState } from './routes.js';
-import { applySysctlChange, observeSysctls, planSysctls, type SysctlChange } from './sysctl.js';
+import { applySysctlChange, observeSysctls, planSysctls, waitingSysctls, type SysctlChange } from './sysctl.js';
 import {
   WireguardLinks,
   applyWireguardChange,
@@ -279,7 +279,7 @@ export async function reconcile(desired: DesiredState, deps: ReconcileDeps): Pro
     // Listed and not about to be replaced: the table is as we left it.
     if (!changes.some((c) => c.kind === 'firewall-replace')) state.verifiedAt = now();
   }
-  const errors = await apply(changes, {
+  const applyDeps: ApplyDeps = {
     runner: deps.runner,
     log: deps.log,
     links: deps.links,
@@ -289,7 +289,14 @@ export async function reconcile(desired: DesiredState, deps: ReconcileDeps): Pro
       if (c.kind === 'firewall-replace') state.verifiedAt = now();
     },
     onFirewallMs: (ms) => (firewallMs += ms),
-  });
+  };
+  const errors = await apply(changes, applyDeps);
+  if (changes.some((c) => c.kind === 'firewall-replace') && waitingSysctls(observed.sysctls)) {
+    // The table just loaded may have brought the module such a key belongs to (conntrack): set it in this tick, so the next plan is empty.
+    const late = planSysctls(await observeSysctls(deps.runner));
+    errors.push(...(await apply(late, applyDeps)));
+    changes.push(...late);
+  }
   if (deps.kickHandshakes && changes.some((c) => c.kind === 'peer-set' || c.kind === 'wg-config')) {
     const wgChanges = changes.filter((c): c is WireguardChange => c.kind === 'peer-set' || c.kind === 'wg-config');
     for (const argv of handshakeKicks(wgChanges, desiredWireguard(desired, keyFor), observed.wireguard)) {

@@ -10,8 +10,8 @@ export interface SysctlSetting {
   value: string;
   /**
    * Set only once the key exists: it belongs to a module that netwall's own
-   * table loads (conntrack), so on a fresh host it appears after the first
-   * firewall apply and is set on the next tick.
+   * table loads (conntrack), so on a fresh host it appears with the first
+   * firewall apply, and the reconciler sets it right after that apply.
    */
   optional?: boolean;
 }
@@ -53,6 +53,11 @@ export function planSysctls(observed: Record<string, string | null>, desired: Re
   return Object.entries(desired)
     .filter(([key, s]) => observed[key] !== s.value && !(s.optional && (observed[key] ?? null) === null))
     .map(([key, s]) => ({ kind: 'sysctl', op: 'update', key, old: observed[key] ?? null, new: s.value }));
+}
+
+/** Optional keys the kernel does not have yet (their module is not loaded). */
+export function waitingSysctls(observed: Record<string, string | null>, desired: Readonly<Record<string, SysctlSetting>> = REQUIRED_SYSCTLS): boolean {
+  return Object.entries(desired).some(([key, s]) => s.optional && (observed[key] ?? null) === null);
 }
 
 export async function applySysctlChange(change: SysctlChange, runner: Runner, log: ChangeLogger): Promise<void> {

@@ -27,6 +27,8 @@ export interface FakeLink {
   peers: Map<string, FakePeer>;
 }
 
+const CONNTRACK_CHECKSUM = 'net.netfilter.nf_conntrack_checksum';
+
 export class FakeKernel implements Runner {
   readonly links = new Map<string, FakeLink>();
   /** key `table|dst` → dev */
@@ -34,7 +36,7 @@ export class FakeKernel implements Runner {
   readonly rules = new Set<string>(); // `priority|from|table`
   readonly sysctls = new Map<string, string>([
     ['net.ipv4.ip_forward', '0'],
-    ['net.netfilter.nf_conntrack_checksum', '1'],
+    [CONNTRACK_CHECKSUM, '1'],
   ]);
   table: string | null = null;
   /** Values of the named drop counters (reason → packets, bytes). */
@@ -45,6 +47,8 @@ export class FakeKernel implements Runner {
   readonly log: string[] = [];
   /** `ip link add … type wireguard` fails (no kernel module). */
   kernelWireguard = true;
+  /** Conntrack is a module that the first table using it loads: its sysctls appear then. */
+  conntrackModule = false;
   /** Private key file → public key (the files are not read). */
   constructor(private readonly keyFiles: Map<string, string>) {}
 
@@ -177,6 +181,7 @@ export class FakeKernel implements Runner {
       for (const m of input.matchAll(/\tcounter d_([a-z_]+) \{ packets (\d+) bytes (\d+) \}/g)) this.counters.set(m[1]!, { packets: Number(m[2]), bytes: Number(m[3]) });
       // The "kernel's rendering": our text without counter values, set members in the kernel's own order.
       this.table = canonicalSets(lines.slice(2).join('\n').replace(/\{ packets \d+ bytes \d+ \}/g, '{ }'));
+      if (this.conntrackModule && !this.sysctls.has(CONNTRACK_CHECKSUM) && this.table.includes('ct state')) this.sysctls.set(CONNTRACK_CHECKSUM, '1');
       return '';
     }
     throw new Error(`FakeKernel: unexpected command: ${k}`);

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { containerInterfaceName } from '../../../src/node-agent/names.js';
-import { FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, orderChanges, type Change } from '../../../src/shared/dataplane/reconcile.js';
+import { describeChange, FAST_PATH_MAX_UNVERIFIED_MS, Reconciler, orderChanges, type Change } from '../../../src/shared/dataplane/reconcile.js';
 import { observeSysctls, planSysctls } from '../../../src/shared/dataplane/sysctl.js';
 import { nodeFirewall, renderFirewall } from '../../../src/node-agent/nftables.js';
 import type { ChildHandle, Spawner } from '../../../src/shared/dataplane/wgproc.js';
@@ -161,6 +161,19 @@ test('sysctls: read in one call; a missing required key is set, a missing option
     'net.netfilter.nf_conntrack_checksum=0',
   ]);
   t.deepEqual(planSysctls({ 'net.ipv4.ip_forward': '1', 'net.netfilter.nf_conntrack_checksum': '0' }), []);
+});
+
+test('conntrack as a module: the table load brings its sysctl, set in the same tick; the second plan is empty', async (t) => {
+  const { kernel, reconciler, log } = setup();
+  kernel.conntrackModule = true;
+  kernel.sysctls.delete('net.netfilter.nf_conntrack_checksum');
+  const result = await reconciler.reconcile(twoTenants());
+  t.deepEqual(result.errors, []);
+  t.is(kernel.sysctls.get('net.netfilter.nf_conntrack_checksum'), '0');
+  const replace = log.findIndex((l) => l.startsWith('[#] nft -f - # replace table'));
+  t.true(replace > 0 && log.indexOf('[#] sysctl -w net.netfilter.nf_conntrack_checksum=0') > replace, 'set after the table load');
+  t.deepEqual(result.changes.filter((c) => c.kind === 'sysctl').map((c) => describeChange(c)), ['sysctl net.ipv4.ip_forward: 0 → 1', 'sysctl net.netfilter.nf_conntrack_checksum: 1 → 0']);
+  t.deepEqual(await reconciler.plan(twoTenants()), []);
 });
 
 test('an unrelated peer change leaves the other peers (and their handshakes) alone', async (t) => {
