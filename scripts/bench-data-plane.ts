@@ -286,6 +286,13 @@ async function main(): Promise<void> {
   const profile = pin && labUnavailable(['perf']) === null && !process.argv.includes('--no-perf');
   const perfDir = profile ? mkdtempSync(join(tmpdir(), 'netwall-bench-perf-')) : null;
   const onCpu = (n: NodeName): string[] => (pin ? ['taskset', '-c', n === 'n1' ? '0' : '1'] : []);
+  // Another wireguard-go build for both nodes, in every mode (default: the one on the system PATH).
+  const wgFlag = process.argv.indexOf('--wireguard-go');
+  const wireguardGoBinary = wgFlag > 0 ? process.argv[wgFlag + 1] : undefined;
+  if (wgFlag > 0 && !wireguardGoBinary) {
+    console.error('bench data-plane: --wireguard-go needs a path');
+    process.exit(2);
+  }
   // NetnsLab removes /run/wireguard at cleanup when it created it, and an rmdir in the root mount
   // namespace detaches the per-host tmpfs mounted there in every other live lab (their `wg` then
   // loses wireguard-go's socket). Making sure it exists first keeps this run from doing that to others.
@@ -332,6 +339,7 @@ async function main(): Promise<void> {
         onWireguardExit: (iface, code) => wgExits.push(`${n} ${iface} exited (${code}) at ${((performance.now() - started) / 1000).toFixed(1)} s`),
         keyFileFor: (t) => ensureTenantKey(hosts[n].stateDir, t).privateKeyFile,
         wireguardMode: 'auto',
+        ...(wireguardGoBinary ? { wireguardGoBinary } : {}),
       });
     const rec: Record<NodeName, Reconciler> = { n1: reconciler('n1'), n2: reconciler('n2') };
     reconcilers.push(rec.n1, rec.n2);
@@ -447,7 +455,8 @@ async function main(): Promise<void> {
     const rttOver = (x: number[], y: number[]): string =>
       `p50 ${((percentile(x, 50) - percentile(y, 50)) * 1000).toFixed(0)} µs, min ${((Math.min(...x) - Math.min(...y)) * 1000).toFixed(0)} µs`;
     out(`load average at start ${load.map((x) => x.toFixed(2)).join(' ')} (${cpus} CPUs; shared machine, other jobs may run alongside)`);
-    out(`world: 2 nodes (wireguard-go, MTU 1420) on a veth+bridge underlay, 1 container each; iperf3 TCP ${SECONDS} s runs (+1 s omitted), ping -c ${PING_COUNT} -i 0.01 after each run`);
+    const wgVersion = (await execFileP(wireguardGoBinary ?? 'wireguard-go', ['--version'])).stdout.split('\n')[0]?.trim();
+    out(`world: 2 nodes (${wgVersion}, MTU 1420) on a veth+bridge underlay, 1 container each; iperf3 TCP ${SECONDS} s runs (+1 s omitted), ping -c ${PING_COUNT} -i 0.01 after each run`);
     out(
       pin
         ? "CPUs: one per node, in every mode: n1's wireguard-go + the client (iperf3, ping) on CPU 0, n2's wireguard-go + the server on CPU 1"
