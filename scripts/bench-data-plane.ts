@@ -4,7 +4,8 @@
  * and removes them, and every process it started (by pid), on exit.
  *
  * World: two lab hosts n1, n2 (own network + mount namespaces, wireguard-go
- * each) on a bridged veth underlay (192.0.2.0/24), one container on each
+ * each: the system's, or `--wireguard-go PATH`; its version is printed, as
+ * TUN offloads, from 2023, change the per-packet costs) on a bridged veth underlay (192.0.2.0/24), one container on each
  * (routed veth, as the CNI plugin makes it), one tenant whose policy allows
  * client → server tcp 5201 (iperf3) and icmp. The real Reconciler applies the
  * desired documents (wg + routes + the whole `inet netwall` table).
@@ -155,13 +156,16 @@ export function deadline(seconds: number, cleanup: () => Promise<void>): NodeJS.
 
 /**
  * Where the receiving node's CPU goes (n2's, CPU 1 when pinned: the one that
- * runs out first — the sender's CPU idles about half the time): `perf record`
- * samples it (cpu-clock, call graphs) for PERF_SECONDS in the middle of a run,
- * and the shares of the netfilter call trees are read from `perf report`. A
- * share of a saturated CPU is what the throughput pays for, and it is far less
- * noisy than the throughput itself.
+ * runs out first with a wireguard-go without TUN offloads — the sender's CPU
+ * idles about half the time): `perf record` samples it (cpu-clock, call
+ * graphs) for PERF_SECONDS in the middle of a run, and the shares of the
+ * netfilter call trees in its busy samples are read from `perf report`, with
+ * the idle share beside them. A share of a saturated CPU is what the
+ * throughput pays for, and it is far less noisy than the throughput itself.
  */
 interface NetfilterShare {
+  /** Idle samples (swapper), in % of all: how far the CPU was from saturated. */
+  idle: number;
   /** nf_hook_slow with everything it calls: every netfilter hook (the underlay's bridge included). */
   hooks: number;
   /** nft_do_chain: evaluating rules. */
@@ -182,7 +186,7 @@ async function sampleNetfilter(cpu: number, file: string, delayMs: number): Prom
   // Lines: "children% self% [k] symbol".
   const share = (sym: string): number =>
     (Number(new RegExp(`^\\s*([\\d.]+)%\\s+[\\d.]+%\\s+\\[k\\] ${sym}\\s*$`, 'm').exec(bySymbol)?.[1] ?? 0) * 100) / (100 - idle);
-  return { hooks: share('nf_hook_slow'), rules: share('nft_do_chain'), conntrack: share('nf_conntrack_in') };
+  return { idle, hooks: share('nf_hook_slow'), rules: share('nft_do_chain'), conntrack: share('nf_conntrack_in') };
 }
 
 /** Underlay context: RUNS iperf3 runs of UNDERLAY_SECONDS. */
@@ -481,10 +485,10 @@ async function main(): Promise<void> {
       const m = (mode: Mode, k: keyof NetfilterShare): number => median(cpuShares[mode].map((x) => x[k]));
       const pct = (x: number): string => `${x.toFixed(2)} %`;
       out(
-        `receiving node's CPU (n2's, CPU 1, saturated in every mode; perf cpu-clock, ${PERF_SECONDS} s inside each run, medians): netfilter hooks netwall ${pct(m('a', 'hooks'))} / baseline ${pct(m('b', 'hooks'))} (the underlay bridge's) / floor ${pct(m('c', 'hooks'))}; rule evaluation (nft_do_chain) netwall ${pct(m('a', 'rules'))} / floor ${pct(m('c', 'rules'))}; conntrack (nf_conntrack_in) netwall ${pct(m('a', 'conntrack'))} / floor ${pct(m('c', 'conntrack'))}`,
+        `receiving node's CPU (n2's, CPU 1; perf cpu-clock, ${PERF_SECONDS} s inside each run, medians; idle netwall ${pct(m('a', 'idle'))} / baseline ${pct(m('b', 'idle'))} / floor ${pct(m('c', 'idle'))} of the samples, the rest in shares of the busy ones): netfilter hooks netwall ${pct(m('a', 'hooks'))} / baseline ${pct(m('b', 'hooks'))} (the underlay bridge's) / floor ${pct(m('c', 'hooks'))}; rule evaluation (nft_do_chain) netwall ${pct(m('a', 'rules'))} / floor ${pct(m('c', 'rules'))}; conntrack (nf_conntrack_in) netwall ${pct(m('a', 'conntrack'))} / floor ${pct(m('c', 'conntrack'))}`,
       );
       out(
-        `  so the table costs ${(m('a', 'hooks') - m('b', 'hooks')).toFixed(2)} points of the bottleneck CPU (floor: ${(m('c', 'hooks') - m('b', 'hooks')).toFixed(2)}; netwall's rules beyond the floor: ${(m('a', 'hooks') - m('c', 'hooks')).toFixed(2)}); per run, netwall's hooks: ${cpuShares.a.map((x) => x.hooks.toFixed(2)).join(', ')}`,
+        `  so the table costs ${(m('a', 'hooks') - m('b', 'hooks')).toFixed(2)} points of the receiving CPU's busy time (floor: ${(m('c', 'hooks') - m('b', 'hooks')).toFixed(2)}; netwall's rules beyond the floor: ${(m('a', 'hooks') - m('c', 'hooks')).toFixed(2)}); per run, netwall's hooks: ${cpuShares.a.map((x) => x.hooks.toFixed(2)).join(', ')}`,
       );
     }
     out(`wg over veth vs veth alone: ${((median(runs.b) / underlay.median) * 100).toFixed(1)} % of the underlay's throughput`);
