@@ -5,9 +5,10 @@
  *
  * World: two lab hosts n1, n2 (own network + mount namespaces, wireguard-go
  * each: the system's, or `--wireguard-go PATH`; its version is printed, as
- * TUN offloads, from 2023, change the per-packet costs) on a bridged veth underlay (192.0.2.0/24), one container on each
- * (routed veth, as the CNI plugin makes it), one tenant whose policy allows
- * client → server tcp 5201 (iperf3) and icmp. The real Reconciler applies the
+ * TUN offloads, from 2023, change the per-packet costs) on a bridged veth
+ * underlay (192.0.2.0/24), one container on each (routed veth, as the CNI
+ * plugin makes it), one tenant whose policy allows client → server tcp 5201
+ * (iperf3) and icmp. The real Reconciler applies the
  * desired documents (wg + routes + the whole `inet netwall` table).
  *
  * Each lab node gets its own CPU, as two machines would (`--no-pin`: none):

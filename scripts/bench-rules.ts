@@ -18,14 +18,15 @@
  * wireguard-go for the 10 tenants' interfaces, the firewall memory file in a
  * state directory, every command through nsenter into the namespace):
  *  (a) render (pure, median), and the agent's render (its tenant cache, one
- *      tenant changed, the document parsed anew); a full replace of the large table (a policy's
- *      port changes: new structure) as one reconcile tick, split into nft time
+ *      tenant changed, the document parsed anew); a full replace of the large
+ *      table (a policy's port changes: new structure) as one reconcile tick,
+ *      split into nft time
  *      (list + nft -f + list), other commands (sysctl, ip, wg observation) and
  *      JS (render, plan, memory file); the idle tick (nothing changed: the
  *      drift check lists the table).
  *  (b) one workload added/removed on this node as one reconcile tick, each
- *      document parsed anew as the agent gets it: the element fast path (one `nft -f` of create/delete element lines, no
- *      listing) and the same change on a tick where the drift check is due
+ *      document parsed anew as the agent gets it: the element fast path (one
+ *      `nft -f` of create/delete element lines, no listing) and the same change on a tick where the drift check is due
  *      (the table is listed first; clock advanced past
  *      FAST_PATH_MAX_UNVERIFIED_MS).
  *  (c) iperf3 TCP between two containers on this node (same-node routed veths,
@@ -34,7 +35,7 @@
  *      one run: rounds of (large, small, none) in rotating order, medians and
  *      per-round ratios. Veth carries GSO-sized packets (up to 64 KB), so
  *      large/none is what the wall costs where per-packet work is paid once
- *      per aggregate, as on kernel WireGuard with GRO.
+ *      per aggregate, as with a wireguard-go that has TUN offloads.
  */
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';

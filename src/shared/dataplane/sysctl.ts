@@ -56,8 +56,8 @@ export function planSysctls(observed: Record<string, string | null>, desired: Re
 }
 
 /** Optional keys the kernel does not have yet (their module is not loaded). */
-export function waitingSysctls(observed: Record<string, string | null>, desired: Readonly<Record<string, SysctlSetting>> = REQUIRED_SYSCTLS): boolean {
-  return Object.entries(desired).some(([key, s]) => s.optional && (observed[key] ?? null) === null);
+export function waitingSysctls(observed: Record<string, string | null>): boolean {
+  return Object.entries(REQUIRED_SYSCTLS).some(([key, s]) => s.optional && (observed[key] ?? null) === null);
 }
 
 export async function applySysctlChange(change: SysctlChange, runner: Runner, log: ChangeLogger): Promise<void> {
